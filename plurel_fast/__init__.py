@@ -1,0 +1,1 @@
+"""plurel_fast: fast, faithful synthetic relational databases (the PluRel method)."""

@@ -1,0 +1,1 @@
+"""Sinks: Parquet in RelBench layout."""

@@ -1,0 +1,1 @@
+"""Planning: everything decided once per database, as small pure data."""
