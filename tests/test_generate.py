@@ -1,0 +1,166 @@
+"""End-to-end: plan + foreign keys + dates, and determinism across threads/chunks/processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+import plurel_fast
+from plurel_fast import Choices, Config, DatabaseParams
+from plurel_fast.generate import activity_dates
+from plurel_fast.plan.schema import plan_schema, plan_time_window
+
+SMALL = Config(
+    database_params=DatabaseParams(
+        num_tables_choices=Choices("range", [3, 6]),
+        num_rows_entity_table_choices=Choices("range", [40, 200]),
+        num_rows_activity_table_choices=Choices("range", [100, 400]),
+    )
+)
+
+
+def _check_database(db, config):
+    params = config.database_params
+    assert db.val_timestamp <= db.test_timestamp
+    for name, table in db.table_dict.items():
+        df = table.df
+        n = len(df)
+        assert table.pkey_col == "row_idx"
+        assert df["row_idx"].to_list() == list(range(n))
+        for col, parent in table.fkey_col_to_pkey_table.items():
+            fk = df[col]
+            assert fk.dtype == pl.Int64 and fk.null_count() == 0
+            assert 0 <= fk.min() and fk.max() < len(db.table_dict[parent])
+        if table.time_col is None:
+            assert params.num_rows_entity_table_choices.low <= n <= params.num_rows_entity_table_choices.high
+        else:
+            assert params.num_rows_activity_table_choices.low <= n <= params.num_rows_activity_table_choices.high
+            dates = df[table.time_col]
+            assert dates.dtype == pl.Datetime("ns")
+            assert dates.is_sorted()
+
+
+def test_generate_small_config_many_seeds():
+    for seed in range(30):
+        db = plurel_fast.generate(seed, SMALL)
+        _check_database(db, SMALL)
+        # Activity tables are exactly the tables nobody references (SPEC §1).
+        referenced = {p for t in db.table_dict.values() for p in t.fkey_col_to_pkey_table.values()}
+        for name, table in db.table_dict.items():
+            assert (table.time_col is not None) == (name not in referenced)
+
+
+def test_default_config_database_is_valid():
+    db = plurel_fast.generate(0)
+    _check_database(db, Config())
+    assert db.name == "plurel-0"
+    assert 3 <= len(db.table_dict) <= 20
+
+
+def test_foreign_key_names_follow_sorted_parent_ids():
+    for seed in range(20):
+        schema = plan_schema(seed, SMALL)
+        for t in schema.tables:
+            ids = [int(p.split("_")[1]) for p in t.parents]
+            assert ids == sorted(ids)
+            assert t.fkey_cols == tuple(f"foreign_row_{i}" for i in range(len(ids)))
+            pos = {name: i for i, name in enumerate(schema.order)}
+            assert all(pos[p] < pos[t.name] for p in t.parents)
+
+
+def test_time_window_and_splits():
+    config = Config()
+    start = dt.datetime(1990, 1, 1)
+    total = (dt.datetime(2025, 1, 1) - start).days
+    lows = []
+    for seed in range(400):
+        lo, hi, val, test = plan_time_window(seed, config)
+        assert start <= lo < hi < start + dt.timedelta(days=total)
+        num_days = (hi - lo).days + 1
+        assert val == lo + dt.timedelta(days=int(num_days * 0.8))
+        assert test == lo + dt.timedelta(days=int(num_days * 0.9))
+        lows.append((lo - start).days)
+    # The smaller of two distinct uniform days has CDF 1 - (1 - x)^2 (approximately).
+    x = np.asarray(lows) / total
+    assert stats.kstest(x, lambda q: 1 - (1 - q) ** 2).pvalue > 1e-4
+
+
+def test_num_cols_power_law():
+    config = Config()
+    counts = np.zeros(41)
+    for seed in range(300):
+        for t in plan_schema(seed, config).tables:
+            counts[len(t.features)] += 1
+    ks = np.arange(3, 41)
+    expected = (1.0 / ks) / (1.0 / ks).sum() * counts.sum()
+    assert counts[:3].sum() == 0
+    assert stats.chisquare(counts[3:], expected).pvalue > 1e-4
+
+
+def test_activity_dates_even_and_chunkable():
+    lo, hi = dt.datetime(2000, 1, 1), dt.datetime(2003, 5, 7)
+    full = activity_dates(lo, hi, 1001)
+    assert full[0] == np.datetime64(lo, "ns") and full[-1] == np.datetime64(hi, "ns")
+    steps = np.diff(full.astype(np.int64))
+    assert steps.max() - steps.min() <= 1
+    parts = np.concatenate([activity_dates(lo, hi, 1001, a, min(a + 77, 1001)) for a in range(0, 1001, 77)])
+    assert np.array_equal(parts, full)
+    assert activity_dates(lo, hi, 1)[0] == np.datetime64(lo, "ns")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="seed"):
+        plurel_fast.generate(-1, SMALL)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        plurel_fast.generate(0, SMALL, chunk_rows=0)
+    with pytest.raises(TypeError, match="Config"):
+        plurel_fast.generate(0, {"num_tables": 3})
+
+
+_DIGEST_SCRIPT = """
+import hashlib, json, sys, tempfile, pathlib
+import plurel_fast
+from plurel_fast import Config
+config = Config.from_json(sys.argv[1])
+out = {}
+with tempfile.TemporaryDirectory() as d:
+    for seed in (0, 1, 2):
+        path = pathlib.Path(d) / f"db{seed}"
+        plurel_fast.generate(seed, config, chunk_rows=int(sys.argv[2])).save(path)
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                out[f"{seed}/{f.relative_to(path)}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+print(json.dumps(out))
+"""
+
+
+def _digests(config: Config, threads: int, chunk_rows: int) -> dict:
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+    res = subprocess.run(
+        [sys.executable, "-c", _DIGEST_SCRIPT, config.to_json(), str(chunk_rows)],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_byte_identical_across_threads_chunks_and_processes():
+    config = Config(
+        database_params=DatabaseParams(
+            num_tables_choices=Choices("range", [4, 8]),
+            num_rows_entity_table_choices=Choices("range", [500, 3000]),
+            num_rows_activity_table_choices=Choices("range", [5000, 20000]),
+        )
+    )
+    a = _digests(config, threads=1, chunk_rows=65_536)
+    b = _digests(config, threads=2, chunk_rows=1_000)
+    assert a and a == b
