@@ -1,0 +1,836 @@
+"""MLP forward passes and embedding decodes over row tiles (SPEC §4.2).
+
+The plan (``plurel_fast.plan.mlp.MlpBank.freeze``) packs every MLP and every
+embedding table of one SCM into a few flat arrays (``MlpBankArrays``):
+
+- ``weights`` float32 (W,): all weight matrices, each row-major with shape
+  ``(in_dim, out_dim)``, so ``x @ W`` reads contiguous rows of ``W``;
+- ``layers`` int64 (num_layers, 5): per layer ``[weight_offset, in_dim,
+  out_dim, act_code, act_param_offset]``; ``act_code`` is -1 on the last
+  (linear) layer of an MLP, ``act_param_offset`` is -1 unless the activation
+  has parameters (``random_sine``);
+- ``layer_scale`` float32 (num_layers,): the scale ``s`` of a hidden layer;
+- ``act_params`` float32 (P,): per ``random_sine`` layer ``m`` then
+  ``a[0..m)``, ``f[0..m)``, ``phi[0..m)``;
+- ``mlps`` int64 (num_mlps, 2): ``[first_layer, num_layers]``;
+- ``emb_offsets`` int64 (num_tables, 3): ``[offset, num_categories, dim]``
+  into ``emb_weights`` float32, each table row-major (categories, dim).
+
+Forward of one row: for a hidden layer ``x <- clamp(s * act(x W), -1e6, 1e6)``,
+the last layer is ``x <- x W``; no biases. Everything is float32.
+
+The scalar and tile functions are plain ``@njit(cache=True)`` so that other
+parallel kernels (the SCM propagation) can call them on their own tiles; the
+``mlp_forward`` / ``categorical_decode`` / ``embedding_lookup`` wrappers check
+arguments and run a ``prange`` over row tiles. Every row is computed by the
+same sequence of float32 operations whatever the tiling, so results do not
+depend on the thread count or on how rows are split.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# ---------------------------------------------------------------------------
+# Activation codes: the index in this tuple (SPEC §4.2 order).
+# ---------------------------------------------------------------------------
+
+ACTIVATION_NAMES = (
+    "relu",
+    "elu",
+    "selu",
+    "silu",
+    "softsign",
+    "tanh",
+    "sigmoid",
+    "hardswish",
+    "mish",
+    "leaky_relu",
+    "gelu",
+    "softplus",
+    "hardsigmoid",
+    "hardtanh",
+    "celu",
+    "tanhshrink",
+    "rrelu",
+    "logsigmoid",
+    "softshrink",
+    "hardshrink",
+    "identity",
+    "abs",
+    "sin",
+    "cos",
+    "sign",
+    "clamp",
+    "signed_log1p",
+    "bent_identity",
+    "random_sine",
+)
+
+(
+    RELU,
+    ELU,
+    SELU,
+    SILU,
+    SOFTSIGN,
+    TANH,
+    SIGMOID,
+    HARDSWISH,
+    MISH,
+    LEAKY_RELU,
+    GELU,
+    SOFTPLUS,
+    HARDSIGMOID,
+    HARDTANH,
+    CELU,
+    TANHSHRINK,
+    RRELU,
+    LOGSIGMOID,
+    SOFTSHRINK,
+    HARDSHRINK,
+    IDENTITY,
+    ABS,
+    SIN,
+    COS,
+    SIGN,
+    CLAMP,
+    SIGNED_LOG1P,
+    BENT_IDENTITY,
+    RANDOM_SINE,
+) = range(len(ACTIVATION_NAMES))
+
+LINEAR = -1  # act_code of the last layer of an MLP
+
+_F = np.float32
+_ZERO = _F(0.0)
+_ONE = _F(1.0)
+_HALF = _F(0.5)
+_THREE = _F(3.0)
+_SIX = _F(6.0)
+_SOFTPLUS_THRESHOLD = _F(20.0)
+_SELU_ALPHA = _F(1.6732632423543772)
+_SELU_SCALE = _F(1.0507009873554805)
+_LEAKY_SLOPE = _F(0.01)
+_RRELU_SLOPE = _F((1.0 / 8.0 + 1.0 / 3.0) / 2.0)
+_SHRINK_LAMBDA = _F(0.5)
+_INV_SQRT2 = _F(1.0 / math.sqrt(2.0))
+# Beyond this |x| the -1 in bent_identity's sqrt(x^2 + 1) - 1 is below float32
+# resolution, and x^2 could overflow: the asymptote (|x| - 1) / 2 + x is used.
+_BENT_LARGE = _F(1e8)
+_CLAMP_HIDDEN = _F(1e6)
+
+# Rows per tile of the public wrappers: two (tile, 32) float32 scratch buffers
+# and a 32 x 32 weight matrix stay in L1.
+TILE_ROWS = 64
+# Rows per prange part; the part count depends on the row count only (calling
+# numba.get_num_threads inside a cached kernel defeats the cache).
+_ROWS_PER_PART = 4096
+
+
+# ---------------------------------------------------------------------------
+# Scalar activations (torch formulas, eval mode; float32 in, float32 out)
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _relu(x):
+    return x if x > _ZERO else _ZERO
+
+
+@njit(cache=True)
+def _elu(x):
+    # alpha 1; expm1 only of x <= 0, so no overflow
+    return x if x > _ZERO else _F(math.expm1(x))
+
+
+@njit(cache=True)
+def _selu(x):
+    if x > _ZERO:
+        return _SELU_SCALE * x
+    return _SELU_SCALE * (_SELU_ALPHA * _F(math.expm1(x)))
+
+
+@njit(cache=True)
+def _sigmoid(x):
+    # exp of a non-positive argument only, so no overflow for large |x|
+    if x >= _ZERO:
+        return _ONE / (_ONE + math.exp(-x))
+    e = math.exp(x)
+    return e / (_ONE + e)
+
+
+@njit(cache=True)
+def _silu(x):
+    return x * _sigmoid(x)
+
+
+@njit(cache=True)
+def _softsign(x):
+    return x / (_ONE + abs(x))
+
+
+@njit(cache=True)
+def _tanh(x):
+    return math.tanh(x)
+
+
+@njit(cache=True)
+def _hardswish(x):
+    return x * min(max(x + _THREE, _ZERO), _SIX) / _SIX
+
+
+@njit(cache=True)
+def _softplus(x):
+    # beta 1, threshold 20 (linear above); below it exp cannot overflow
+    if x > _SOFTPLUS_THRESHOLD:
+        return x
+    return math.log1p(math.exp(x))
+
+
+@njit(cache=True)
+def _mish(x):
+    return x * math.tanh(_softplus(x))
+
+
+@njit(cache=True)
+def _leaky_relu(x):
+    return x if x >= _ZERO else x * _LEAKY_SLOPE
+
+
+@njit(cache=True)
+def _gelu(x):
+    # exact (erf) form, torch's default approximate='none'
+    return _HALF * x * (_ONE + math.erf(x * _INV_SQRT2))
+
+
+@njit(cache=True)
+def _hardsigmoid(x):
+    return min(max(x + _THREE, _ZERO), _SIX) / _SIX
+
+
+@njit(cache=True)
+def _hardtanh(x):
+    # also clamp(-1, 1)
+    return min(max(x, -_ONE), _ONE)
+
+
+@njit(cache=True)
+def _tanhshrink(x):
+    return x - math.tanh(x)
+
+
+@njit(cache=True)
+def _rrelu(x):
+    # outside training torch uses the mean slope (lower + upper) / 2
+    return x if x >= _ZERO else x * _RRELU_SLOPE
+
+
+@njit(cache=True)
+def _logsigmoid(x):
+    # -softplus(-x) without overflow: min(x, 0) - log1p(exp(-|x|))
+    return min(x, _ZERO) - _F(math.log1p(math.exp(-abs(x))))
+
+
+@njit(cache=True)
+def _softshrink(x):
+    if x > _SHRINK_LAMBDA:
+        return x - _SHRINK_LAMBDA
+    if x < -_SHRINK_LAMBDA:
+        return x + _SHRINK_LAMBDA
+    return _ZERO
+
+
+@njit(cache=True)
+def _hardshrink(x):
+    return x if abs(x) > _SHRINK_LAMBDA else _ZERO
+
+
+@njit(cache=True)
+def _identity(x):
+    return x
+
+
+@njit(cache=True)
+def _abs(x):
+    return abs(x)
+
+
+@njit(cache=True)
+def _sin(x):
+    return math.sin(x)
+
+
+@njit(cache=True)
+def _cos(x):
+    return math.cos(x)
+
+
+@njit(cache=True)
+def _sign(x):
+    if x > _ZERO:
+        return _ONE
+    if x < _ZERO:
+        return -_ONE
+    return _ZERO
+
+
+@njit(cache=True)
+def _signed_log1p(x):
+    return _sign(x) * _F(math.log1p(abs(x)))
+
+
+@njit(cache=True)
+def _bent_identity(x):
+    ax = abs(x)
+    if ax > _BENT_LARGE:
+        return _HALF * (ax - _ONE) + x
+    # (sqrt(x^2 + 1) - 1) / 2 rewritten without the cancellation near 0
+    return _HALF * (x * x / (math.sqrt(x * x + _ONE) + _ONE)) + x
+
+
+@njit(cache=True)
+def _random_sine(x, params, p_off):
+    m = np.int64(params[p_off])
+    acc = _ZERO
+    for i in range(m):
+        amplitude = params[p_off + 1 + i]
+        freq = params[p_off + 1 + m + i]
+        phase = params[p_off + 1 + 2 * m + i]
+        acc += amplitude * math.sin(freq * x + phase)
+    return acc
+
+
+@njit(cache=True)
+def activate(code, x, params, p_off):
+    """One activation of a float32 scalar with torch's (eval-mode) formula.
+
+    Parameters
+    ----------
+    code : int
+        Index in ``ACTIVATION_NAMES`` (SPEC §4.2); ``LINEAR`` (-1) returns ``x``.
+    x : float32
+        Pre-activation.
+    params : float32 array
+        ``act_params`` of the bank; read only by ``random_sine``.
+    p_off : int
+        Offset of this layer's parameters in ``params`` (``m`` first).
+
+    Returns
+    -------
+    float32
+        Finite for every finite ``x``: exponentials are only taken of
+        arguments that cannot overflow.
+    """
+    if code == RELU:
+        return _relu(x)
+    if code == ELU or code == CELU:  # celu with alpha 1 is elu
+        return _elu(x)
+    if code == SELU:
+        return _selu(x)
+    if code == SILU:
+        return _silu(x)
+    if code == SOFTSIGN:
+        return _softsign(x)
+    if code == TANH:
+        return _tanh(x)
+    if code == SIGMOID:
+        return _sigmoid(x)
+    if code == HARDSWISH:
+        return _hardswish(x)
+    if code == MISH:
+        return _mish(x)
+    if code == LEAKY_RELU:
+        return _leaky_relu(x)
+    if code == GELU:
+        return _gelu(x)
+    if code == SOFTPLUS:
+        return _softplus(x)
+    if code == HARDSIGMOID:
+        return _hardsigmoid(x)
+    if code == HARDTANH or code == CLAMP:
+        return _hardtanh(x)
+    if code == TANHSHRINK:
+        return _tanhshrink(x)
+    if code == RRELU:
+        return _rrelu(x)
+    if code == LOGSIGMOID:
+        return _logsigmoid(x)
+    if code == SOFTSHRINK:
+        return _softshrink(x)
+    if code == HARDSHRINK:
+        return _hardshrink(x)
+    if code == ABS:
+        return _abs(x)
+    if code == SIN:
+        return _sin(x)
+    if code == COS:
+        return _cos(x)
+    if code == SIGN:
+        return _sign(x)
+    if code == SIGNED_LOG1P:
+        return _signed_log1p(x)
+    if code == BENT_IDENTITY:
+        return _bent_identity(x)
+    if code == RANDOM_SINE:
+        return _random_sine(x, params, p_off)
+    return x  # IDENTITY, LINEAR (other codes are rejected when a bank is built)
+
+
+# ---------------------------------------------------------------------------
+# Tile kernels
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
+    """``dst[t, :out_dim] = src[t, :in_dim] @ W`` for ``t < n_rows`` (float32).
+
+    Four rows at a time share each load of a row of ``W``; the inner loop runs
+    over the output dimension on contiguous memory, so it vectorises. Row
+    views (slices) index from 0, which removes numba's negative-index
+    wrap-around test (it otherwise turns the loads into gathers). The
+    accumulation order (k = 0, 1, ...) is the same for every row, so a row's
+    bytes do not depend on the tiling. No ``fastmath``: FMA contraction would
+    be ~10% faster but would make the bytes depend on the CPU and on which
+    loop (four-row block or remainder) a row falls in.
+    """
+    w = weights[w_off : w_off + in_dim * out_dim]
+    t = 0
+    while t + 4 <= n_rows:
+        x0 = src[t]
+        x1 = src[t + 1]
+        x2 = src[t + 2]
+        x3 = src[t + 3]
+        a0 = dst[t]
+        a1 = dst[t + 1]
+        a2 = dst[t + 2]
+        a3 = dst[t + 3]
+        for j in range(out_dim):
+            a0[j] = _ZERO
+            a1[j] = _ZERO
+            a2[j] = _ZERO
+            a3[j] = _ZERO
+        for k in range(in_dim):
+            v0 = x0[k]
+            v1 = x1[k]
+            v2 = x2[k]
+            v3 = x3[k]
+            w_row = w[k * out_dim : (k + 1) * out_dim]
+            for j in range(out_dim):
+                wj = w_row[j]
+                a0[j] += v0 * wj
+                a1[j] += v1 * wj
+                a2[j] += v2 * wj
+                a3[j] += v3 * wj
+        t += 4
+    for r in range(t, n_rows):
+        x_row = src[r]
+        acc = dst[r]
+        for j in range(out_dim):
+            acc[j] = _ZERO
+        for k in range(in_dim):
+            xv = x_row[k]
+            w_row = w[k * out_dim : (k + 1) * out_dim]
+            for j in range(out_dim):
+                acc[j] += xv * w_row[j]
+
+
+@njit(cache=True)
+def _clamp_hidden(v):
+    return min(max(v, -_CLAMP_HIDDEN), _CLAMP_HIDDEN)
+
+
+@njit(cache=True)
+def _activate_flat(v, code, scale, params, p_off):
+    """``v <- clamp(scale * act(v), -1e6, 1e6)`` on a contiguous 1-D view.
+
+    One loop per activation, so the piecewise-linear ones vectorise and no
+    element pays for the dispatch. (A generic loop taking the scalar function
+    as an argument would be shorter, but numba cannot cache such kernels.)
+    """
+    n = v.shape[0]
+    if code == RELU:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _relu(v[i]))
+    elif code == ELU or code == CELU:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _elu(v[i]))
+    elif code == SELU:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _selu(v[i]))
+    elif code == SILU:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _silu(v[i]))
+    elif code == SOFTSIGN:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _softsign(v[i]))
+    elif code == TANH:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _tanh(v[i]))
+    elif code == SIGMOID:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _sigmoid(v[i]))
+    elif code == HARDSWISH:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _hardswish(v[i]))
+    elif code == MISH:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _mish(v[i]))
+    elif code == LEAKY_RELU:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _leaky_relu(v[i]))
+    elif code == GELU:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _gelu(v[i]))
+    elif code == SOFTPLUS:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _softplus(v[i]))
+    elif code == HARDSIGMOID:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _hardsigmoid(v[i]))
+    elif code == HARDTANH or code == CLAMP:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _hardtanh(v[i]))
+    elif code == TANHSHRINK:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _tanhshrink(v[i]))
+    elif code == RRELU:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _rrelu(v[i]))
+    elif code == LOGSIGMOID:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _logsigmoid(v[i]))
+    elif code == SOFTSHRINK:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _softshrink(v[i]))
+    elif code == HARDSHRINK:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _hardshrink(v[i]))
+    elif code == ABS:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _abs(v[i]))
+    elif code == SIN:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _sin(v[i]))
+    elif code == COS:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _cos(v[i]))
+    elif code == SIGN:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _sign(v[i]))
+    elif code == SIGNED_LOG1P:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _signed_log1p(v[i]))
+    elif code == BENT_IDENTITY:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _bent_identity(v[i]))
+    elif code == RANDOM_SINE:
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * _random_sine(v[i], params, p_off))
+    else:  # IDENTITY
+        for i in range(n):
+            v[i] = _clamp_hidden(scale * v[i])
+
+
+@njit(cache=True)
+def mlp_forward_tile(
+    x, mlp_id, mlps, layers, weights, layer_scale, act_params, out, buf_a, buf_b
+):
+    """Forward pass of one MLP on a tile of rows (SPEC §4.2).
+
+    Parameters
+    ----------
+    x : float32 array, shape (T, in_dim), C-contiguous
+        Input rows.
+    mlp_id : int
+        Row of ``mlps``.
+    mlps, layers, weights, layer_scale, act_params : arrays
+        The packed bank (module docstring).
+    out : float32 array, shape (T, out_dim), C-contiguous
+        Output rows; may not alias ``x`` or the buffers.
+    buf_a, buf_b : float32 arrays, C-contiguous, e.g. shape (T, max_width)
+        Scratch for the hidden layers, each with at least ``T`` times the
+        widest hidden layer elements; nothing is allocated here.
+    """
+    n_rows = x.shape[0]
+    first = mlps[mlp_id, 0]
+    last = first + mlps[mlp_id, 1] - 1
+    # Contiguous (n_rows, width) views of the scratch: the activation then
+    # runs over one flat run of n_rows * width values.
+    flat_a = buf_a.reshape(buf_a.size)
+    flat_b = buf_b.reshape(buf_b.size)
+    src = x
+    use_a = True
+    for layer in range(first, last + 1):
+        w_off = layers[layer, 0]
+        in_dim = layers[layer, 1]
+        out_dim = layers[layer, 2]
+        if layer == last:
+            _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, out)
+        else:
+            flat = flat_a[: n_rows * out_dim] if use_a else flat_b[: n_rows * out_dim]
+            dst = flat.reshape((n_rows, out_dim))
+            _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst)
+            _activate_flat(flat, layers[layer, 3], layer_scale[layer], act_params, layers[layer, 4])
+            src = dst
+            use_a = not use_a
+
+
+@njit(cache=True)
+def categorical_decode_tile(h, emb_id, emb_offsets, emb_weights, out_labels):
+    """Arg-max over categories of ``dot(E[c], h[t])`` per row (SPEC §4.2).
+
+    Parameters
+    ----------
+    h : float32 array, shape (T, dim)
+        Rows to decode (the decoder MLP's output).
+    emb_id : int
+        Row of ``emb_offsets``.
+    emb_offsets, emb_weights : arrays
+        Packed embedding tables.
+    out_labels : int64 array, shape (T,)
+        The first category reaching the maximum similarity (``torch.argmax``
+        on ties).
+    """
+    off = emb_offsets[emb_id, 0]
+    num_categories = emb_offsets[emb_id, 1]
+    dim = emb_offsets[emb_id, 2]
+    for t in range(h.shape[0]):
+        best = 0
+        best_sim = _ZERO
+        for c in range(num_categories):
+            base = off + c * dim
+            sim = _ZERO
+            for k in range(dim):
+                sim += emb_weights[base + k] * h[t, k]
+            # NaN never wins; the first of equal maxima stays
+            if c == 0 or sim > best_sim:
+                best = c
+                best_sim = sim
+        out_labels[t] = best
+
+
+@njit(cache=True)
+def embedding_lookup_tile(labels, emb_id, emb_offsets, emb_weights, out):
+    """``out[t, :] = E[labels[t], :]`` (float32 rows of the embedding table)."""
+    off = emb_offsets[emb_id, 0]
+    dim = emb_offsets[emb_id, 2]
+    for t in range(labels.shape[0]):
+        base = off + labels[t] * dim
+        for k in range(dim):
+            out[t, k] = emb_weights[base + k]
+
+
+# ---------------------------------------------------------------------------
+# Parallel drivers
+# ---------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _mlp_forward(x, mlp_id, mlps, layers, weights, layer_scale, act_params, max_width, tile_rows, out):
+    n = x.shape[0]
+    parts = (n + _ROWS_PER_PART - 1) // _ROWS_PER_PART
+    for part in prange(parts):
+        lo = part * _ROWS_PER_PART
+        hi = min(lo + _ROWS_PER_PART, n)
+        buf_a = np.empty((tile_rows, max_width), dtype=np.float32)
+        buf_b = np.empty((tile_rows, max_width), dtype=np.float32)
+        for start in range(lo, hi, tile_rows):
+            stop = min(start + tile_rows, hi)
+            mlp_forward_tile(
+                x[start:stop], mlp_id, mlps, layers, weights, layer_scale, act_params,
+                out[start:stop], buf_a, buf_b,
+            )
+
+
+@njit(parallel=True, cache=True)
+def _categorical_decode(h, emb_id, emb_offsets, emb_weights, out):
+    n = h.shape[0]
+    parts = (n + _ROWS_PER_PART - 1) // _ROWS_PER_PART
+    for part in prange(parts):
+        lo = part * _ROWS_PER_PART
+        hi = min(lo + _ROWS_PER_PART, n)
+        categorical_decode_tile(h[lo:hi], emb_id, emb_offsets, emb_weights, out[lo:hi])
+
+
+@njit(parallel=True, cache=True)
+def _embedding_lookup(labels, emb_id, emb_offsets, emb_weights, out):
+    n = labels.shape[0]
+    parts = (n + _ROWS_PER_PART - 1) // _ROWS_PER_PART
+    for part in prange(parts):
+        lo = part * _ROWS_PER_PART
+        hi = min(lo + _ROWS_PER_PART, n)
+        embedding_lookup_tile(labels[lo:hi], emb_id, emb_offsets, emb_weights, out[lo:hi])
+
+
+@njit(parallel=True, cache=True)
+def _activate_array(code, x, params, p_off, out):
+    for i in prange(x.shape[0]):
+        out[i] = activate(code, x[i], params, p_off)
+
+
+# ---------------------------------------------------------------------------
+# Public wrappers
+# ---------------------------------------------------------------------------
+
+
+def _kernel_array(arr, dtype):
+    """A C-contiguous, writeable array of ``dtype`` (one compiled signature)."""
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return arr
+
+
+def _float_rows(name, x, width, what):
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be a numeric array, got dtype {x.dtype}")
+    if x.ndim != 2 or x.shape[1] != width:
+        raise ValueError(
+            f"{name} must have shape (N, {width}) ({what}), got shape {x.shape}"
+        )
+    return _kernel_array(x, np.float32)
+
+
+def _bank_index(name, value, count, what):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer id, got {value!r}")
+    if not 0 <= int(value) < count:
+        raise ValueError(f"{name}={int(value)} is out of range: the bank has {count} {what}")
+    return np.int64(value)
+
+
+def _bank_arrays(bank):
+    return (
+        _kernel_array(bank.mlps, np.int64),
+        _kernel_array(bank.layers, np.int64),
+        _kernel_array(bank.weights, np.float32),
+        _kernel_array(bank.layer_scale, np.float32),
+        _kernel_array(bank.act_params, np.float32),
+    )
+
+
+def mlp_forward(bank, mlp_id, x, tile_rows: int = TILE_ROWS) -> np.ndarray:
+    """Run MLP ``mlp_id`` of ``bank`` on every row of ``x`` (SPEC §4.2).
+
+    Parameters
+    ----------
+    bank : MlpBankArrays
+        From ``plurel_fast.plan.mlp.MlpBank.freeze``.
+    mlp_id : int
+        Id returned by ``MlpBank.add_mlp``.
+    x : array, shape (N, in_dim)
+        Input rows; converted to float32.
+    tile_rows : int
+        Rows per tile (scratch is ``(tile_rows, max_width)`` per part). The
+        result does not depend on it.
+
+    Returns
+    -------
+    np.ndarray of float32, shape (N, out_dim)
+    """
+    mlps, layers, weights, layer_scale, act_params = _bank_arrays(bank)
+    mlp_id = _bank_index("mlp_id", mlp_id, mlps.shape[0], "MLPs")
+    first, num_layers = int(mlps[mlp_id, 0]), int(mlps[mlp_id, 1])
+    in_dim = int(layers[first, 1])
+    out_dim = int(layers[first + num_layers - 1, 2])
+    x = _float_rows("x", x, in_dim, f"the input width of MLP {int(mlp_id)}")
+    tile_rows = int(tile_rows)
+    if tile_rows < 1:
+        raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
+    max_width = int(layers[first : first + num_layers, 2].max())
+    out = np.empty((x.shape[0], out_dim), dtype=np.float32)
+    _mlp_forward(
+        x, mlp_id, mlps, layers, weights, layer_scale, act_params,
+        np.int64(max_width), np.int64(tile_rows), out,
+    )
+    return out
+
+
+def categorical_decode(bank, emb_id, h) -> np.ndarray:
+    """Label of each row: arg-max over categories of ``E[c] · h[t]`` (SPEC §4.2).
+
+    Parameters
+    ----------
+    bank : MlpBankArrays
+    emb_id : int
+        Id returned by ``MlpBank.add_embedding``.
+    h : array, shape (N, dim)
+        Rows to decode; converted to float32.
+
+    Returns
+    -------
+    np.ndarray of int64, shape (N,)
+        Values in ``[0, num_categories)``; the first maximum wins on ties.
+    """
+    emb_offsets = _kernel_array(bank.emb_offsets, np.int64)
+    emb_weights = _kernel_array(bank.emb_weights, np.float32)
+    emb_id = _bank_index("emb_id", emb_id, emb_offsets.shape[0], "embedding tables")
+    dim = int(emb_offsets[emb_id, 2])
+    h = _float_rows("h", h, dim, f"the width of embedding table {int(emb_id)}")
+    out = np.empty(h.shape[0], dtype=np.int64)
+    _categorical_decode(h, emb_id, emb_offsets, emb_weights, out)
+    return out
+
+
+def embedding_lookup(bank, emb_id, labels) -> np.ndarray:
+    """Rows ``E[labels[t]]`` of embedding table ``emb_id``, float32 (N, dim)."""
+    emb_offsets = _kernel_array(bank.emb_offsets, np.int64)
+    emb_weights = _kernel_array(bank.emb_weights, np.float32)
+    emb_id = _bank_index("emb_id", emb_id, emb_offsets.shape[0], "embedding tables")
+    num_categories, dim = int(emb_offsets[emb_id, 1]), int(emb_offsets[emb_id, 2])
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels must be a 1-D integer array, got dtype {labels.dtype} shape {labels.shape}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_categories):
+        raise ValueError(
+            f"labels must be in [0, {num_categories}) for embedding table {int(emb_id)}, "
+            f"got values in [{labels.min()}, {labels.max()}]"
+        )
+    labels = _kernel_array(labels, np.int64)
+    out = np.empty((labels.shape[0], dim), dtype=np.float32)
+    _embedding_lookup(labels, emb_id, emb_offsets, emb_weights, out)
+    return out
+
+
+def apply_activation(code, x, params=None, p_off: int = -1) -> np.ndarray:
+    """Elementwise ``activate`` on a 1-D array (float32), for tests and inspection.
+
+    Parameters
+    ----------
+    code : int or str
+        Activation code or name (``ACTIVATION_NAMES``).
+    x : array, shape (N,)
+    params : float32 array, optional
+        Needed by ``random_sine``: ``m, a[m], f[m], phi[m]`` from ``p_off``.
+    p_off : int
+    """
+    if isinstance(code, str):
+        if code not in ACTIVATION_NAMES:
+            raise ValueError(f"unknown activation {code!r}; known: {', '.join(ACTIVATION_NAMES)}")
+        code = ACTIVATION_NAMES.index(code)
+    code = int(code)
+    if not (code == LINEAR or 0 <= code < len(ACTIVATION_NAMES)):
+        raise ValueError(f"activation code must be in [-1, {len(ACTIVATION_NAMES)}), got {code}")
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"x must be 1-D, got shape {x.shape}")
+    x = _kernel_array(x, np.float32)
+    if params is None:
+        params = np.zeros(1, dtype=np.float32)
+    params = _kernel_array(params, np.float32)
+    if code == RANDOM_SINE:
+        if not 0 <= p_off < params.size:
+            raise ValueError(f"random_sine needs params at p_off={p_off}, got {params.size} params")
+        m = int(params[p_off])
+        if p_off + 1 + 3 * m > params.size:
+            raise ValueError(f"random_sine params at p_off={p_off} need {1 + 3 * m} values")
+    out = np.empty_like(x)
+    _activate_array(np.int64(code), x, params, np.int64(p_off), out)
+    return out
