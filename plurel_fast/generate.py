@@ -7,10 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from plurel_fast.config import Config
 from plurel_fast.database import Database, Table
 from plurel_fast.kernels.hsbm import sample_parents
+from plurel_fast.kernels.post import post_process_table, quantize
+from plurel_fast.kernels.scm import collation_partials, propagate
+from plurel_fast.kernels.sources import source_values
 from plurel_fast.plan.database import DatabasePlan, plan_database
 from plurel_fast.plan.schema import TablePlan
 
@@ -60,11 +64,26 @@ def generate(
 
 
 def execute(plan: DatabasePlan, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Database:
-    """Run a plan: every table's columns, parents before children."""
+    """Run a plan: every table's columns, parents before children.
+
+    A table's raw SCM values are kept only until its last child table has read
+    them through the collation encoders.
+    """
     schema = plan.schema
     frames: dict[str, pl.DataFrame] = {}
+    raw: dict[str, np.ndarray] = {}
+    readers_left = {t.name: len(t.children) for t in schema.tables}
     for name in schema.order:
-        frames[name] = _table_frame(plan, schema.table(name), chunk_rows)
+        table = schema.table(name)
+        keys = _key_columns(plan, table, chunk_rows)
+        values = _scm_values(plan, table, keys, raw, chunk_rows)
+        for parent in table.parents:
+            readers_left[parent] -= 1
+            if readers_left[parent] == 0:
+                del raw[parent]
+        if readers_left[name] > 0:
+            raw[name] = values
+        frames[name] = _assemble(plan, table, keys, values)
     tables = {
         t.name: Table(
             frames[t.name],
@@ -87,24 +106,101 @@ def execute(plan: DatabasePlan, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Data
     )
 
 
-def _table_frame(plan: DatabasePlan, table: TablePlan, chunk_rows: int) -> pl.DataFrame:
+def _chunks(n: int, chunk_rows: int):
+    for start in range(0, n, chunk_rows):
+        yield start, min(start + chunk_rows, n)
+
+
+def _key_columns(plan: DatabasePlan, table: TablePlan, chunk_rows: int) -> dict[str, np.ndarray]:
+    """Primary key and foreign keys (SPEC §1, §3)."""
     n = table.num_rows
     columns: dict[str, np.ndarray] = {}
     if table.pkey_col is not None:
         columns[table.pkey_col] = np.arange(n, dtype=np.int64)
     for fk in plan.foreign_keys_of(table.name):
         out = np.empty(n, dtype=np.int64)
-        for start in range(0, n, chunk_rows):
-            stop = min(start + chunk_rows, n)
+        for start, stop in _chunks(n, chunk_rows):
             sample_parents(fk.hsbm, start, stop, out=out[start:stop])
         columns[fk.fkey_col] = out
+    return columns
+
+
+def _scm_values(plan, table: TablePlan, keys, raw, chunk_rows: int) -> np.ndarray:
+    """The table's column values as its SCM produces them (SPEC §4), float32 (n, k).
+
+    Categorical labels are stored as exact small floats; lazy-mode categorical
+    columns are quantized (SPEC §4.5) before children read them.
+    """
+    scm = plan.scms[table.id]
+    n = table.num_rows
+    k = len(table.features)
+    values = np.empty((n, k), dtype=np.float32)
+    if n == 0 or k == 0:
+        return values
+
+    slot_aggs = scm.used_aggs
+    node_slot = np.zeros(scm.num_nodes, dtype=np.int64)
+    for slot, code in enumerate(slot_aggs):
+        node_slot[scm.agg == code] = slot
+    partials, bases, fk_cols = [], [], []
+    base = 0
+    for fkey_col, parent_name in zip(table.fkey_cols, table.parents):
+        parent = plan.schema.table(parent_name)
+        if len(parent.features) == 0:
+            continue
+        parent_scm = plan.scms[parent.id]
+        child_index = parent_scm.children.index(table.name)
+        partials.append(collation_partials(parent_scm, child_index, raw[parent_name], slot_aggs))
+        bases.append(base)
+        base += parent.num_rows
+        fk_cols.append(keys[fkey_col])
+    if partials:
+        stacked = np.concatenate(partials, axis=0)
+    else:
+        stacked = np.zeros((1, max(len(slot_aggs), 1), scm.emb_dim), dtype=np.float32)
+    fk_base = np.asarray(bases, dtype=np.int64)
+
+    for start, stop in _chunks(n, chunk_rows):
+        src = source_values(scm.sources, n, start, stop)
+        fk_rows = np.empty((len(fk_cols), stop - start), dtype=np.int64)
+        for f, col in enumerate(fk_cols):
+            fk_rows[f] = col[start:stop]
+        propagate(scm, start, stop, src, fk_rows, fk_base, stacked, node_slot, values[start:stop])
+
+    for i, qplan in enumerate(scm.quantize):
+        if qplan is not None:
+            values[:, i] = quantize(values[:, i].astype(np.float64), qplan)
+    return values
+
+
+def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
+    """Key columns, post-processed features (SPEC §5) and the date column."""
+    n = table.num_rows
+    float_columns = {}
+    categorical_columns = {}
+    for i, col in enumerate(table.features):
+        if col.num_categories == 0:
+            float_columns[col.name] = values[:, i].astype(np.float64)
+        else:
+            categorical_columns[col.name] = (
+                values[:, i].astype(np.int64),
+                col.num_categories,
+                list(col.categories) if col.categories is not None else None,
+            )
+    features = post_process_table(
+        plan.posts[table.id], float_columns, categorical_columns,
+        order=[c.name for c in table.features],
+    )
+    series = [pl.Series(name, col) for name, col in keys.items()]
+    for name, (col, valid) in features.items():
+        if valid is None:
+            series.append(pl.Series(name, col))
+        else:
+            series.append(pl.from_arrow(pa.array(col, mask=~valid)).alias(name))
     if table.time_col is not None:
-        out = np.empty(n, dtype="datetime64[ns]")
-        for start in range(0, n, chunk_rows):
-            stop = min(start + chunk_rows, n)
-            out[start:stop] = activity_dates(plan.schema.db_min, plan.schema.db_max, n, start, stop)
-        columns[table.time_col] = out
-    return pl.DataFrame(columns)
+        dates = activity_dates(plan.schema.db_min, plan.schema.db_max, n)
+        series.append(pl.Series(table.time_col, dates))
+    return pl.DataFrame(series)
 
 
 def activity_dates(

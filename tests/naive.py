@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import erf
 
+from plurel_fast.config import ACTIVATIONS
 from plurel_fast.kernels import rng
 from plurel_fast.plan import sources as ps
 
@@ -178,3 +180,300 @@ def naive_source(source, key, num_rows):
     if isinstance(source, ps.CategoricalSource):
         return naive_categorical_source(source, key, num_rows).astype(np.float64)
     return naive_numerical_source(source, key, num_rows)
+
+
+# ---------------------------------------------------------------------------
+# Post-processing (SPEC §4.5, §5)
+# ---------------------------------------------------------------------------
+# Same counter-based draws as ``plurel_fast.kernels.post`` (the compiled scalar
+# functions of ``plurel_fast.kernels.rng``, one call per row), but the obvious
+# NumPy: quantization by counting boundaries in a Python loop, ranks by a double
+# stable argsort, null rows by fully sorting every row's score. Slow on purpose.
+
+
+def naive_boundary_rows(key, n, k):
+    key = np.uint64(key)
+    return np.array(
+        [min(math.floor(rng.uniform(key, i, 0) * n), n - 1) for i in range(k - 1)],
+        dtype=np.int64,
+    )
+
+
+def naive_quantize(values, key, k, permutation, reverse):
+    values = np.asarray(values, dtype=np.float64)
+    boundaries = values[naive_boundary_rows(key, values.shape[0], k)]
+    labels = np.zeros(values.shape[0], dtype=np.int64)
+    for b in boundaries:
+        labels += values > b
+    labels = np.asarray(permutation, dtype=np.int64)[labels]
+    if reverse:
+        labels = k - 1 - labels
+    return labels
+
+
+def naive_transform(name, x):
+    x = np.asarray(x, dtype=np.float64)
+    if name == "identity":
+        return x.copy()
+    if name == "rank_uniform":
+        ranks = np.argsort(np.argsort(x, kind="stable"), kind="stable") + 1
+        return ranks / (len(x) + 1)
+    if name == "log":
+        return np.sign(x) * np.log1p(np.abs(x))
+    if name == "sqrt":
+        return np.sign(x) * np.sqrt(np.abs(x))
+    if name == "standardize":
+        return (x - x.mean()) / max(x.std(), 1e-8)
+    raise ValueError(name)
+
+
+def naive_nan_rows(n, perc, key):
+    m = int(math.floor(perc * n))
+    key = np.uint64(key)
+    scores = np.array([rng.hash64(key, r, 0) for r in range(n)], dtype=np.uint64)
+    return np.sort(np.argsort(scores, kind="stable")[:m]).astype(np.int64)
+
+
+def naive_post_process_table(plan, float_columns, categorical_columns):
+    """SPEC §5 for one table; returns name -> (values, validity or None), dict order
+    float columns (plan order) then categorical ones, dropped columns left out."""
+    out = {}
+    for i, col in enumerate(plan.float_cols):
+        x = naive_transform(plan.transforms[i], float_columns[col])
+        rows = naive_nan_rows(len(x), plan.nan_perc, rng.subkey(plan.nan_key, i))
+        valid = np.ones(len(x), dtype=bool)
+        valid[rows] = False
+        x[rows] = np.nan
+        out[col] = (x, valid)
+    for col, (labels, k, categories) in categorical_columns.items():
+        if categories is not None and isinstance(categories[0], str):
+            out[col] = (np.array([categories[i] for i in labels]), None)
+        else:
+            values = np.asarray(labels) > 0
+            if len(np.unique(values)) != 1:
+                out[col] = (values, None)
+    return out
+
+# ===========================================================================
+# MLPs, activations and categorical decoding (SPEC §4.2)
+# ===========================================================================
+# ---------------------------------------------------------------------------
+# Activations: float64 math on the given values, torch's formulas as written
+# ---------------------------------------------------------------------------
+
+SELU_ALPHA = 1.6732632423543772
+SELU_SCALE = 1.0507009873554805
+
+
+def _softplus(x):
+    # torch: beta 1, threshold 20
+    return np.where(x > 20.0, x, np.logaddexp(0.0, np.minimum(x, 20.0)))
+
+
+def naive_random_sine(x, m, amplitudes, freqs, phases):
+    """sum_i a_i sin(f_i x + phi_i); the argument is rounded to float32 first,
+    as torch (and the kernel) compute it in float32."""
+    x32 = np.asarray(x, dtype=np.float32)
+    out = np.zeros(x32.shape, dtype=np.float64)
+    for i in range(int(m)):
+        arg = np.float32(freqs[i]) * x32 + np.float32(phases[i])  # float32 ops
+        out += np.float64(amplitudes[i]) * np.sin(arg.astype(np.float64))
+    return out
+
+
+NAIVE_ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+    "silu": lambda x: x / (1.0 + np.exp(np.minimum(-x, 700.0))),
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(np.minimum(-x, 700.0))),
+    "hardswish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "mish": lambda x: x * np.tanh(_softplus(x)),
+    "leaky_relu": lambda x: np.where(x >= 0, x, 0.01 * x),
+    "gelu": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))),
+    "softplus": _softplus,
+    "hardsigmoid": lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hardtanh": lambda x: np.clip(x, -1.0, 1.0),
+    "celu": lambda x: np.maximum(0.0, x) + np.minimum(0.0, np.expm1(np.minimum(x, 0.0))),
+    "tanhshrink": lambda x: x - np.tanh(x),
+    "rrelu": lambda x: np.where(x >= 0, x, x * (1.0 / 8.0 + 1.0 / 3.0) / 2.0),
+    "logsigmoid": lambda x: -np.logaddexp(0.0, -x),
+    "softshrink": lambda x: np.where(x > 0.5, x - 0.5, np.where(x < -0.5, x + 0.5, 0.0)),
+    "hardshrink": lambda x: np.where(np.abs(x) > 0.5, x, 0.0),
+    "identity": lambda x: x,
+    "abs": np.abs,
+    "sin": np.sin,
+    "cos": np.cos,
+    "sign": np.sign,
+    "clamp": lambda x: np.clip(x, -1.0, 1.0),
+    "signed_log1p": lambda x: np.sign(x) * np.log1p(np.abs(x)),
+    "bent_identity": lambda x: (np.sqrt(x * x + 1.0) - 1.0) / 2.0 + x,
+}
+
+
+def naive_activation(name, x, sine_params=None):
+    """Activation ``name`` of float32 values ``x``, computed in float64.
+
+    ``sine_params`` is ``[m, a[m], f[m], phi[m]]`` for ``random_sine``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if name == "random_sine":
+        p = np.asarray(sine_params, dtype=np.float32)
+        m = int(p[0])
+        return naive_random_sine(x, m, p[1 : 1 + m], p[1 + m : 1 + 2 * m], p[1 + 2 * m : 1 + 3 * m])
+    with np.errstate(over="ignore", invalid="ignore"):
+        return NAIVE_ACTIVATIONS[name](x.astype(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# MLP forward and categorical decode from the packed bank arrays
+# ---------------------------------------------------------------------------
+
+
+def naive_mlp_forward(bank, mlp_id, x, activation_names, exact_matmul=True):
+    """Forward of MLP ``mlp_id`` of a frozen bank, layer by layer.
+
+    Hidden layer: ``x <- clip(s * act(x @ W), -1e6, 1e6)``; last layer
+    ``x @ W``. With ``exact_matmul`` the products are accumulated in float32
+    in the order k = 0, 1, ... (as the kernel does), so that discontinuous
+    activations see the same pre-activations; the activations are float64
+    rounded to float32. Returns float32 (N, out_dim).
+    """
+    first, num_layers = (int(v) for v in bank.mlps[mlp_id])
+    h = np.asarray(x, dtype=np.float32)
+    for layer in range(first, first + num_layers):
+        off, rows, cols, code, p_off = (int(v) for v in bank.layers[layer])
+        w = bank.weights[off : off + rows * cols].reshape(rows, cols)
+        if exact_matmul:
+            z = np.zeros((h.shape[0], cols), dtype=np.float32)
+            for k in range(rows):
+                z = z + h[:, k : k + 1] * w[k][None, :]  # float32 multiply, then add
+        else:
+            z = (h.astype(np.float64) @ w.astype(np.float64)).astype(np.float32)
+        if code < 0:
+            h = z
+            continue
+        name = activation_names[code]
+        params = None
+        if name == "random_sine":
+            m = int(bank.act_params[p_off])
+            params = bank.act_params[p_off : p_off + 1 + 3 * m]
+        a = naive_activation(name, z, params).astype(np.float32)
+        h = np.clip(np.float32(bank.layer_scale[layer]) * a, -1e6, 1e6).astype(np.float32)
+    return h
+
+
+def naive_categorical_decode(bank, emb_id, h):
+    """argmax_c E[c] · h[t] in float64 (first maximum on ties), int64 (N,)."""
+    off, num_categories, dim = (int(v) for v in bank.emb_offsets[emb_id])
+    table = bank.emb_weights[off : off + num_categories * dim].reshape(num_categories, dim)
+    sims = np.asarray(h, dtype=np.float64) @ table.astype(np.float64).T  # (N, C)
+    return np.argmax(sims, axis=1).astype(np.int64), sims
+
+
+# ===========================================================================
+# SCM forward pass (SPEC §4.4)
+# ===========================================================================
+# Naive SCM forward pass (SPEC §4.4), row by row and node by node.
+# 
+# Shares the plan and the counter-based noise draws with the kernel, but takes
+# no shortcut: every encoder (categorical ones too) is evaluated from its
+# embedding and MLP for each row, and the collation inputs are encoded from the
+# parent's values for each child row. Inputs of a node are folded in the order
+# parents (CSR order), then per foreign key the aggregate of that parent's
+# column inputs — the grouping is the associativity the kernel relies on, done
+# here per row instead of once per parent row.
+
+CLAMP = np.float32(1e4)
+
+
+def _mlp(bank, mlp_id, x):
+    return naive_mlp_forward(bank, mlp_id, np.asarray(x, np.float32)[None, :], ACTIVATIONS)[0]
+
+
+def _encode(plan, value, cats, mlp_id, table_off):
+    if table_off >= 0:
+        emb_id, enc_mlp = next(
+            (int(e), int(m)) for e, m, o in plan.cat_encoders if o == table_off
+        )
+        return _mlp(plan.mlp, enc_mlp, plan.mlp.embedding_table(emb_id)[int(value)])
+    return _mlp(plan.mlp, mlp_id, [value])
+
+
+def _aggregate(code, inputs):
+    stack = np.stack(inputs).astype(np.float32)
+    if code == 0:
+        out = np.zeros(stack.shape[1], np.float32)
+        for x in stack:
+            out = out + x
+        return out
+    if code == 1:
+        return stack.max(axis=0)
+    if code == 2:
+        out = np.ones(stack.shape[1], np.float32)
+        for x in stack:
+            out = out * x
+        return out
+    s64 = stack.astype(np.float64)
+    m = s64.max(axis=0)
+    return (m + np.log(np.exp(s64 - m).sum(axis=0))).astype(np.float32)
+
+
+def naive_collation(parent_plan, child_index, parent_values, code):
+    """AGG over the parent's column nodes of clamp(w * coll_c(value)) for one parent row."""
+    k = len(parent_plan.col_nodes)
+    w = np.float32(1.0 / k) if code == 0 else np.float32(1.0)
+    inputs = []
+    for i, node in enumerate(parent_plan.col_nodes):
+        enc = _encode(
+            parent_plan, parent_values[i], parent_plan.num_categories[node],
+            parent_plan.coll_mlp[child_index, i], parent_plan.coll_table[child_index, i],
+        )
+        inputs.append(np.clip(w * enc, -CLAMP, CLAMP))
+    return _aggregate(code, inputs)
+
+
+def naive_scm_rows(plan, rows, src_vals, foreign):
+    """Column values of ``plan`` at ``rows`` (float32 (len(rows), k)).
+
+    ``src_vals[i, s]``: source s at rows[i]. ``foreign``: list of
+    (parent_plan, child_index, parent_values (n_P, k_P), parent_rows (len(rows),)).
+    """
+    dim = plan.emb_dim
+    out = np.zeros((len(rows), len(plan.col_nodes)), np.float32)
+    for i, r in enumerate(rows):
+        val = {}
+        for v in plan.order:
+            v = int(v)
+            if plan.is_source[v]:
+                val[v] = np.float32(src_vals[i, plan.source_index[v]])
+                continue
+            code = int(plan.agg[v])
+            inputs = []
+            for e in range(plan.in_ptr[v], plan.in_ptr[v + 1]):
+                u = int(plan.edge_src[e])
+                enc = _encode(plan, val[u], plan.num_categories[u], plan.edge_mlp[e], plan.edge_table[e])
+                inputs.append(np.clip(plan.edge_weight[e] * enc, -CLAMP, CLAMP))
+            if inputs:
+                acc = [_aggregate(code, inputs)]
+            else:
+                acc = []
+            for parent_plan, child_index, parent_values, parent_rows in foreign:
+                acc.append(naive_collation(parent_plan, child_index, parent_values[parent_rows[i]], code))
+            agg = _aggregate(code, acc) if acc else np.zeros(dim, np.float32)
+            noise = np.array(
+                [rng.beta(plan.noise_key[v], r, j, plan.noise_alpha[v], plan.noise_beta[v]) / dim
+                 for j in range(dim)]
+            ).astype(np.float32)
+            emb = agg + noise
+            if plan.num_categories[v] > 0:
+                h = _mlp(plan.mlp, plan.dec_mlp[v], emb)
+                labels, _ = naive_categorical_decode(plan.mlp, plan.dec_emb[v], h[None, :])
+                val[v] = np.float32(labels[0])
+            else:
+                val[v] = _mlp(plan.mlp, plan.dec_mlp[v], emb)[0]
+        for c, node in enumerate(plan.col_nodes):
+            out[i, c] = val[int(node)]
+    return out

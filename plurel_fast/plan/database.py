@@ -1,4 +1,5 @@
-"""The whole plan of one database: schema plus one HSBM per foreign key."""
+"""The whole plan of one database: schema, one HSBM per foreign key, one SCM and
+post-processing plan per table."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import msgspec
 from plurel_fast.config import Config
 from plurel_fast.plan.hsbm import HsbmPlan, plan_hsbm
 from plurel_fast.plan.rng import plan_rng, stream_key
+from plurel_fast.plan.post import TablePostPlan, plan_table_post
 from plurel_fast.plan.schema import SchemaPlan, plan_schema
+from plurel_fast.plan.scm import ScmPlan, plan_scm
 
 
 class ForeignKeyPlan(msgspec.Struct, frozen=True):
@@ -26,6 +29,8 @@ class DatabasePlan(msgspec.Struct, frozen=True):
     config: Config
     schema: SchemaPlan
     foreign_keys: tuple[ForeignKeyPlan, ...]
+    scms: tuple[ScmPlan, ...]  # table id order
+    posts: tuple[TablePostPlan, ...]  # table id order
 
     def foreign_keys_of(self, child: str) -> tuple[ForeignKeyPlan, ...]:
         return tuple(fk for fk in self.foreign_keys if fk.child == child)
@@ -47,4 +52,21 @@ def plan_database(seed: int, config: Config) -> DatabasePlan:
                 stream_key(seed, *path),
             )
             foreign_keys.append(ForeignKeyPlan(table.name, fkey_col, parent_name, hsbm))
-    return DatabasePlan(seed=seed, config=config, schema=schema, foreign_keys=tuple(foreign_keys))
+    scms = tuple(plan_scm(seed, table, config) for table in schema.tables)
+    posts = tuple(
+        plan_table_post(
+            plan_rng(seed, "table", table.id, "post"),
+            config.database_params,
+            [c.name for c in table.features if c.stype == "numerical"],
+            stream_key(seed, "table", table.id, "nulls"),
+        )
+        for table in schema.tables
+    )
+    return DatabasePlan(
+        seed=seed,
+        config=config,
+        schema=schema,
+        foreign_keys=tuple(foreign_keys),
+        scms=scms,
+        posts=posts,
+    )

@@ -1,0 +1,302 @@
+"""Row-wise SCM propagation (SPEC §4.4) and cross-table collation partials.
+
+``propagate(plan, ...)`` evaluates one table's SCM on a range of rows: sources
+come from ``kernels.sources``, and every inner node v, in topological order, gets
+
+    emb = noise_v + AGG_v(clamp(w_uv * enc_uv(value_u)) for parents u,
+                          collation partial of each foreign key)
+    value_v = decoder_v(emb)
+
+with the Beta(alpha_v, beta_v)/32 noise drawn by the counter-based RNG at
+(noise_key[v], row, dimension). Rows are independent, so the kernel runs tiles
+of rows in parallel and the result does not depend on chunking or threads.
+
+``collation_partials`` pre-aggregates, once per parent row, the clamped and
+weighted collation encodings of all the parent's column nodes for one child
+table and each aggregation the child uses. Sum, max, product and log-sum-exp
+are associative, so combining that partial with the child's other inputs gives
+the aggregate over all inputs (SPEC §4.4 b), at the cost of one parent row
+instead of one child row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from plurel_fast.kernels.mlp import categorical_decode_tile, mlp_forward_tile
+from plurel_fast.kernels.rng import beta
+
+TILE_ROWS = 64
+INPUT_CLAMP = np.float32(1e4)
+_NEG_INF = np.float32(-np.inf)
+
+AGG_SUM, AGG_MAX, AGG_PRODUCT, AGG_LOGEXP = 0, 1, 2, 3
+
+
+@njit(inline="always", cache=True)
+def _clamp_input(y):
+    if y > INPUT_CLAMP:
+        return INPUT_CLAMP
+    if y < -INPUT_CLAMP:
+        return -INPUT_CLAMP
+    return y
+
+
+@njit(cache=True)
+def _agg_init(agg, acc, lse_sum, n_rows, dim):
+    """Identity of the aggregation: 0 (sum), -inf (max, logexp), 1 (product)."""
+    if agg == AGG_SUM:
+        init = np.float32(0.0)
+    elif agg == AGG_PRODUCT:
+        init = np.float32(1.0)
+    else:
+        init = _NEG_INF
+    for t in range(n_rows):
+        for j in range(dim):
+            acc[t, j] = init
+            lse_sum[t, j] = 0.0
+
+
+@njit(inline="always", cache=True)
+def _agg_add(agg, acc, lse_sum, t, j, y):
+    """Fold one input y into the running aggregate at (t, j).
+
+    log-sum-exp keeps a running maximum in ``acc`` and the sum of exp(x - max)
+    in ``lse_sum`` (float64), so it never overflows.
+    """
+    if agg == AGG_SUM:
+        acc[t, j] += y
+    elif agg == AGG_MAX:
+        if y > acc[t, j]:
+            acc[t, j] = y
+    elif agg == AGG_PRODUCT:
+        acc[t, j] *= y
+    else:
+        m = acc[t, j]
+        if y > m:
+            lse_sum[t, j] = lse_sum[t, j] * np.exp(np.float64(m) - np.float64(y)) + 1.0
+            acc[t, j] = y
+        else:
+            lse_sum[t, j] += np.exp(np.float64(y) - np.float64(m))
+
+
+@njit(cache=True)
+def _agg_finish(agg, acc, lse_sum, n_rows, dim):
+    if agg == AGG_LOGEXP:
+        for t in range(n_rows):
+            for j in range(dim):
+                acc[t, j] = np.float32(acc[t, j] + np.log(lse_sum[t, j]))
+
+
+@njit(cache=True)
+def _encode(value_row, cats, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc,
+            mlps, layers, weights, layer_scale, act_params, buf_a, buf_b):
+    """enc[t] = encoder(value_row[t]): a table row for categories, else the MLP."""
+    if table_off >= 0:
+        for t in range(n_rows):
+            base = table_off + np.int64(value_row[t]) * dim
+            for j in range(dim):
+                enc[t, j] = enc_tables[base + j]
+    else:
+        for t in range(n_rows):
+            x1[t, 0] = value_row[t]
+        mlp_forward_tile(x1[:n_rows], mlp_id, mlps, layers, weights, layer_scale,
+                         act_params, enc[:n_rows], buf_a, buf_b)
+
+
+@njit(parallel=True, cache=True)
+def _propagate_chunk(
+    start, stop, src_vals,
+    order, is_source, num_categories, source_index, agg, noise_alpha, noise_beta, noise_key,
+    dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table, enc_tables,
+    node_column, node_slot, fk_rows, fk_base, partials,
+    mlps, layers, weights, layer_scale, act_params, max_width, emb_offsets, emb_weights,
+    dim, out,
+):
+    n_rows = stop - start
+    n_nodes = order.shape[0]
+    n_tiles = (n_rows + TILE_ROWS - 1) // TILE_ROWS
+    n_fk = fk_rows.shape[0]
+    inv_dim = 1.0 / dim
+    for tile in prange(n_tiles):
+        t0 = tile * TILE_ROWS
+        tn = min(TILE_ROWS, n_rows - t0)
+        vals = np.empty((n_nodes, TILE_ROWS), dtype=np.float32)
+        acc = np.empty((TILE_ROWS, dim), dtype=np.float32)
+        lse_sum = np.empty((TILE_ROWS, dim), dtype=np.float64)
+        enc = np.empty((TILE_ROWS, dim), dtype=np.float32)
+        h = np.empty((TILE_ROWS, dim), dtype=np.float32)
+        x1 = np.empty((TILE_ROWS, 1), dtype=np.float32)
+        y1 = np.empty((TILE_ROWS, 1), dtype=np.float32)
+        labels = np.empty(TILE_ROWS, dtype=np.int64)
+        buf_a = np.empty((TILE_ROWS, max_width), dtype=np.float32)
+        buf_b = np.empty((TILE_ROWS, max_width), dtype=np.float32)
+        for oi in range(n_nodes):
+            v = order[oi]
+            if is_source[v]:
+                s = source_index[v]
+                for t in range(tn):
+                    vals[v, t] = np.float32(src_vals[t0 + t, s])
+            else:
+                a = agg[v]
+                _agg_init(a, acc, lse_sum, tn, dim)
+                for e in range(in_ptr[v], in_ptr[v + 1]):
+                    u = edge_src[e]
+                    _encode(vals[u], num_categories[u], edge_mlp[e], edge_table[e], enc_tables,
+                            tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
+                            buf_a, buf_b)
+                    w = edge_weight[e]
+                    for t in range(tn):
+                        for j in range(dim):
+                            _agg_add(a, acc, lse_sum, t, j, _clamp_input(w * enc[t, j]))
+                slot = node_slot[v]
+                for f in range(n_fk):
+                    for t in range(tn):
+                        prow = fk_base[f] + fk_rows[f, t0 + t]
+                        for j in range(dim):
+                            _agg_add(a, acc, lse_sum, t, j, partials[prow, slot, j])
+                _agg_finish(a, acc, lse_sum, tn, dim)
+                ka = noise_key[v]
+                al = noise_alpha[v]
+                be = noise_beta[v]
+                for t in range(tn):
+                    row = start + t0 + t
+                    for j in range(dim):
+                        acc[t, j] += np.float32(beta(ka, row, j, al, be) * inv_dim)
+                if num_categories[v] > 0:
+                    mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
+                                     act_params, h[:tn], buf_a, buf_b)
+                    categorical_decode_tile(h[:tn], dec_emb[v], emb_offsets, emb_weights,
+                                            labels[:tn])
+                    for t in range(tn):
+                        vals[v, t] = np.float32(labels[t])
+                else:
+                    mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
+                                     act_params, y1[:tn], buf_a, buf_b)
+                    for t in range(tn):
+                        vals[v, t] = y1[t, 0]
+            c = node_column[v]
+            if c >= 0:
+                for t in range(tn):
+                    out[t0 + t, c] = vals[v, t]
+
+
+@njit(parallel=True, cache=True)
+def _collation_chunk(
+    values, num_categories, coll_mlp, coll_table, enc_tables, slot_aggs,
+    mlps, layers, weights, layer_scale, act_params, max_width, dim, out,
+):
+    n_rows = values.shape[0]
+    k = values.shape[1]
+    n_slots = slot_aggs.shape[0]
+    n_tiles = (n_rows + TILE_ROWS - 1) // TILE_ROWS
+    w_sum = np.float32(1.0 / k)
+    for tile in prange(n_tiles):
+        t0 = tile * TILE_ROWS
+        tn = min(TILE_ROWS, n_rows - t0)
+        acc = np.empty((TILE_ROWS, dim), dtype=np.float32)
+        lse_sum = np.empty((TILE_ROWS, dim), dtype=np.float64)
+        enc = np.empty((k, TILE_ROWS, dim), dtype=np.float32)
+        col = np.empty(TILE_ROWS, dtype=np.float32)
+        x1 = np.empty((TILE_ROWS, 1), dtype=np.float32)
+        buf_a = np.empty((TILE_ROWS, max_width), dtype=np.float32)
+        buf_b = np.empty((TILE_ROWS, max_width), dtype=np.float32)
+        for i in range(k):
+            for t in range(tn):
+                col[t] = values[t0 + t, i]
+            _encode(col, num_categories[i], coll_mlp[i], coll_table[i], enc_tables, tn, dim,
+                    x1, enc[i], mlps, layers, weights, layer_scale, act_params, buf_a, buf_b)
+        for s in range(n_slots):
+            a = slot_aggs[s]
+            w = w_sum if a == AGG_SUM else np.float32(1.0)
+            _agg_init(a, acc, lse_sum, tn, dim)
+            for i in range(k):
+                for t in range(tn):
+                    for j in range(dim):
+                        _agg_add(a, acc, lse_sum, t, j, _clamp_input(w * enc[i, t, j]))
+            _agg_finish(a, acc, lse_sum, tn, dim)
+            for t in range(tn):
+                for j in range(dim):
+                    out[t0 + t, s, j] = acc[t, j]
+
+
+def _bank(plan):
+    m = plan.mlp
+    return (m.mlps, m.layers, m.weights, m.layer_scale, m.act_params, int(m.max_width))
+
+
+def collation_partials(parent_plan, child_index: int, values: np.ndarray, slot_aggs: np.ndarray):
+    """Pre-aggregated collation inputs of one parent table for one child table.
+
+    Parameters
+    ----------
+    parent_plan : ScmPlan
+        The referenced (parent) table's SCM.
+    child_index : int
+        Position of the child table in ``parent_plan.children``.
+    values : float32 (n_parent, k)
+        The parent's column values as its SCM produced them (labels as floats;
+        lazy categorical columns after quantization).
+    slot_aggs : int64 (S,)
+        Aggregation codes the child needs, one slot each.
+
+    Returns
+    -------
+    float32 (n_parent, S, dim)
+        ``out[r, s]`` = AGG_s over the parent's column nodes c of
+        clamp(w * coll_c(values[r, c]), ±1e4), w = 1/k for sum, else 1.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    n, k = values.shape
+    dim = int(parent_plan.emb_dim)
+    out = np.empty((n, len(slot_aggs), dim), dtype=np.float32)
+    if n == 0 or k == 0:
+        return out
+    cats = parent_plan.num_categories[parent_plan.col_nodes]
+    mlps, layers, weights, layer_scale, act_params, max_width = _bank(parent_plan)
+    _collation_chunk(
+        values, cats.astype(np.int64), parent_plan.coll_mlp[child_index],
+        parent_plan.coll_table[child_index], parent_plan.enc_tables,
+        np.ascontiguousarray(slot_aggs, dtype=np.int64),
+        mlps, layers, weights, layer_scale, act_params, max_width, dim, out,
+    )
+    return out
+
+
+def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.ndarray,
+              fk_base: np.ndarray, partials: np.ndarray, node_slot: np.ndarray,
+              out: np.ndarray) -> None:
+    """Fill ``out[i, c]`` with column c of the SCM at row ``start + i`` (SPEC §4.4).
+
+    Parameters
+    ----------
+    plan : ScmPlan
+    start, stop : int
+        Row range of the table.
+    src_vals : float64 (stop - start, num_sources)
+        ``kernels.sources.source_values`` for the same rows.
+    fk_rows : int64 (F, stop - start)
+        Parent row of every row, per foreign key with collation inputs.
+    fk_base : int64 (F,)
+        Offset of each foreign key's parent rows in ``partials``.
+    partials : float32 (sum of parent rows, S, dim)
+        Stacked ``collation_partials`` of the foreign keys.
+    node_slot : int64 (n,)
+        Slot of each inner node's aggregation in ``partials``.
+    out : float32 (stop - start, k)
+    """
+    n = plan.num_nodes
+    node_column = np.full(n, -1, dtype=np.int64)
+    node_column[plan.col_nodes] = np.arange(len(plan.col_nodes))
+    m = plan.mlp
+    _propagate_chunk(
+        np.int64(start), np.int64(stop), src_vals,
+        plan.order, plan.is_source, plan.num_categories, plan.source_index, plan.agg,
+        plan.noise_alpha, plan.noise_beta, plan.noise_key,
+        plan.dec_mlp, plan.dec_emb, plan.in_ptr, plan.edge_src, plan.edge_weight,
+        plan.edge_mlp, plan.edge_table, plan.enc_tables,
+        node_column, node_slot, fk_rows, fk_base, partials,
+        m.mlps, m.layers, m.weights, m.layer_scale, m.act_params, int(m.max_width),
+        m.emb_offsets, m.emb_weights, np.int64(plan.emb_dim), out,
+    )
