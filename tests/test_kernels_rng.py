@@ -133,7 +133,10 @@ def test_gamma_ks(alpha):
 # Shapes are kept where float64 can hold the law: with b = 0.1, say, about 2 %
 # of Beta(0.2, 0.1) lies within 1e-16 of 1 and must round to 1.0, an atom that
 # KS (rightly, for a continuous law) rejects.
-@pytest.mark.parametrize("a, b", [(0.5, 0.5), (5.0, 0.5), (2.0, 3.0), (1.0, 1.0), (0.2, 0.3)])
+@pytest.mark.parametrize(
+    "a, b",
+    [(0.5, 0.5), (5.0, 0.5), (0.5, 5.0), (2.0, 3.0), (4.9, 1.1), (1.0, 1.0), (0.2, 0.3), (1.0, 4.0), (3.0, 1.0), (1.5, 1.5)],
+)
 def test_beta_ks(a, b):
     n = 200_000
     x = rng.beta_block(BIG_KEY, 0, n, a, b)[:, 0]
