@@ -8,7 +8,8 @@ come from ``kernels.sources``, and every inner node v, in topological order, get
     value_v = decoder_v(emb)
 
 with the Beta(alpha_v, beta_v)/32 noise drawn by the counter-based RNG at
-(noise_key[v], row, dimension). Rows are independent, so the kernel runs tiles
+(noise_key[v], row, dimension), by inverse CDF from a per-node table
+(``kernels.noise``; exact rejection sampling for shapes below 1/2). Rows are independent, so the kernel runs tiles
 of rows in parallel and the result does not depend on chunking or threads.
 
 ``collation_partials`` pre-aggregates, once per parent row, the clamped and
@@ -25,9 +26,13 @@ import numpy as np
 from numba import njit, prange
 
 from plurel_fast.kernels.mlp import categorical_decode_tile, mlp_forward_tile
+from plurel_fast.kernels.noise import NUM_GUIDE, NUM_KNOTS, beta_noise, beta_tables
 from plurel_fast.kernels.rng import beta
 
 TILE_ROWS = 64
+# Noise shapes below this use the exact rejection sampler: the tabulated
+# inverse CDF (kernels.noise) is accurate to 1e-5 only from 1/2 up.
+TABLE_MIN_SHAPE = 0.5
 INPUT_CLAMP = np.float32(1e4)
 _NEG_INF = np.float32(-np.inf)
 
@@ -112,7 +117,7 @@ def _propagate_chunk(
     dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table, enc_tables,
     node_column, node_slot, fk_rows, fk_base, partials,
     mlps, layers, weights, layer_scale, act_params, max_width, emb_offsets, emb_weights,
-    dim, out,
+    dim, noise_x, noise_cdf, noise_guide, out,
 ):
     n_rows = stop - start
     n_nodes = order.shape[0]
@@ -160,10 +165,19 @@ def _propagate_chunk(
                 ka = noise_key[v]
                 al = noise_alpha[v]
                 be = noise_beta[v]
-                for t in range(tn):
-                    row = start + t0 + t
-                    for j in range(dim):
-                        acc[t, j] += np.float32(beta(ka, row, j, al, be) * inv_dim)
+                if min(al, be) >= TABLE_MIN_SHAPE:
+                    nx_, nc_, ng_ = noise_x[v], noise_cdf[v], noise_guide[v]
+                    for t in range(tn):
+                        row = start + t0 + t
+                        for j in range(dim):
+                            acc[t, j] += np.float32(
+                                beta_noise(ka, row, j, al, be, nx_, nc_, ng_) * inv_dim
+                            )
+                else:
+                    for t in range(tn):
+                        row = start + t0 + t
+                        for j in range(dim):
+                            acc[t, j] += np.float32(beta(ka, row, j, al, be) * inv_dim)
                 if num_categories[v] > 0:
                     mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
                                      act_params, h[:tn], buf_a, buf_b)
@@ -219,6 +233,51 @@ def _collation_chunk(
             for t in range(tn):
                 for j in range(dim):
                     out[t0 + t, s, j] = acc[t, j]
+
+
+@njit(cache=True)
+def _encoder_tables(pending, offsets, mlps, layers, weights, layer_scale, act_params, max_width,
+                    emb_offsets, emb_weights, dim, out):
+    for p in range(pending.shape[0]):
+        emb_id = pending[p, 0]
+        off = emb_offsets[emb_id, 0]
+        cats = emb_offsets[emb_id, 1]
+        x = emb_weights[off:off + cats * dim].reshape((cats, dim))
+        buf_a = np.empty((cats, max_width), dtype=np.float32)
+        buf_b = np.empty((cats, max_width), dtype=np.float32)
+        dst = out[offsets[p]:offsets[p] + cats * dim].reshape((cats, dim))
+        mlp_forward_tile(x, pending[p, 1], mlps, layers, weights, layer_scale, act_params,
+                         dst, buf_a, buf_b)
+
+
+def encoder_tables(bank, pending: np.ndarray, dim: int):
+    """Evaluate categorical encoders once per category (SPEC §4.2).
+
+    Parameters
+    ----------
+    bank : MlpBankArrays
+    pending : int64 (P, 2)
+        ``[emb_id, mlp_id]`` of each categorical encoder.
+    dim : int
+        Embedding width.
+
+    Returns
+    -------
+    (float32 (T,), int64 (P,))
+        The tables (categories x dim each, row-major) back to back, and the
+        offset of each.
+    """
+    pending = np.ascontiguousarray(pending, dtype=np.int64).reshape(-1, 2)
+    sizes = bank.emb_offsets[pending[:, 0], 1] * dim if len(pending) else np.zeros(0, np.int64)
+    offsets = np.zeros(len(pending), dtype=np.int64)
+    if len(pending):
+        offsets[1:] = np.cumsum(sizes)[:-1]
+    out = np.empty(int(sizes.sum()), dtype=np.float32)
+    if len(pending):
+        _encoder_tables(pending, offsets, bank.mlps, bank.layers, bank.weights, bank.layer_scale,
+                        bank.act_params, int(bank.max_width), bank.emb_offsets, bank.emb_weights,
+                        np.int64(dim), out)
+    return out, offsets
 
 
 def _bank(plan):
@@ -290,6 +349,9 @@ def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.nda
     node_column = np.full(n, -1, dtype=np.int64)
     node_column[plan.col_nodes] = np.arange(len(plan.col_nodes))
     m = plan.mlp
+    noise_x, noise_cdf, noise_guide = beta_tables(
+        plan.noise_alpha, plan.noise_beta, NUM_KNOTS, NUM_GUIDE
+    )
     _propagate_chunk(
         np.int64(start), np.int64(stop), src_vals,
         plan.order, plan.is_source, plan.num_categories, plan.source_index, plan.agg,
@@ -298,5 +360,6 @@ def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.nda
         plan.edge_mlp, plan.edge_table, plan.enc_tables,
         node_column, node_slot, fk_rows, fk_base, partials,
         m.mlps, m.layers, m.weights, m.layer_scale, m.act_params, int(m.max_width),
-        m.emb_offsets, m.emb_weights, np.int64(plan.emb_dim), out,
+        m.emb_offsets, m.emb_weights, np.int64(plan.emb_dim),
+        noise_x, noise_cdf, noise_guide, out,
     )

@@ -13,6 +13,7 @@ from scipy.special import erf
 
 from plurel_fast.config import ACTIVATIONS
 from plurel_fast.kernels import rng
+from plurel_fast.kernels.noise import beta_noise_block
 from plurel_fast.plan import sources as ps
 
 # ---------------------------------------------------------------------------
@@ -463,10 +464,12 @@ def naive_scm_rows(plan, rows, src_vals, foreign):
             for parent_plan, child_index, parent_values, parent_rows in foreign:
                 acc.append(naive_collation(parent_plan, child_index, parent_values[parent_rows[i]], code))
             agg = _aggregate(code, acc) if acc else np.zeros(dim, np.float32)
-            noise = np.array(
-                [rng.beta(plan.noise_key[v], r, j, plan.noise_alpha[v], plan.noise_beta[v]) / dim
-                 for j in range(dim)]
-            ).astype(np.float32)
+            a, b = plan.noise_alpha[v], plan.noise_beta[v]
+            if min(a, b) >= 0.5:  # tabulated inverse CDF, checked against scipy elsewhere
+                draws = beta_noise_block(plan.noise_key[v], r, 1, a, b, n_draws=dim)[0]
+            else:
+                draws = np.array([rng.beta(plan.noise_key[v], r, j, a, b) for j in range(dim)])
+            noise = (draws / dim).astype(np.float32)
             emb = agg + noise
             if plan.num_categories[v] > 0:
                 h = _mlp(plan.mlp, plan.dec_mlp[v], emb)

@@ -1,0 +1,120 @@
+"""Beta noise by inverse CDF from a per-node table (SPEC §4.4 node noise).
+
+Every inner SCM node adds 32 Beta(alpha, beta)/32 draws per row: the largest
+count of random draws in a database. A rejection sampler costs ~80 ns a draw
+here; inverting a tabulated CDF costs a hash, a table look-up and a linear
+interpolation.
+
+The table of one (alpha, beta) holds the CDF at M knots
+``x_i = (1 - cos(pi t_i)) / 2``, ``t_i = i / (M - 1)``, which crowd towards 0
+and 1 where the density may be singular. The CDF is integrated in ``t``
+(trapezoid rule on ``f(x(t)) dx/dt``, bounded for shapes >= 1/2), except the
+two end cells, integrated from the leading power law of the density
+(``x^a / a`` near 0, ``(1-x)^b / b`` near 1) and inverted by that power law
+too. Inside, the inverse is linear between knots. With M = 512 the CDF error
+is below 1e-5 for shapes in [0.5, 5] (the default range), far below what a
+test of a million draws can see; ``tests/test_kernels_noise.py`` checks this
+against scipy.
+
+A guide table (Chen & Asau 1974) of G entries maps a uniform to the first
+knot whose CDF reaches it, so a draw is O(1) on average.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from plurel_fast.kernels.rng import uniform_open
+
+NUM_KNOTS = 512
+NUM_GUIDE = 512
+
+
+@njit(cache=True)
+def _fill_table(a, b, x, cdf, guide):
+    m = x.shape[0]
+    dens = np.empty(m)
+    for i in range(m):
+        t = i / (m - 1)
+        x[i] = 0.5 * (1.0 - np.cos(np.pi * t))
+    # Integrand in t: f(x) dx/dt with f(x) = x^(a-1) (1-x)^(b-1) (unnormalised).
+    for i in range(1, m - 1):
+        xi = x[i]
+        dens[i] = np.exp((a - 1.0) * np.log(xi) + (b - 1.0) * np.log1p(-xi)) * (
+            0.5 * np.pi * np.sin(np.pi * i / (m - 1))
+        )
+    h = 1.0 / (m - 1)
+    cdf[0] = 0.0
+    # End cells from the leading power laws of the density.
+    cdf[1] = x[1] ** a / a * (1.0 - 0.5 * x[1]) ** (b - 1.0)
+    for i in range(2, m - 1):
+        cdf[i] = cdf[i - 1] + 0.5 * h * (dens[i - 1] + dens[i])
+    tail = (1.0 - x[m - 2]) ** b / b * (1.0 - 0.5 * (1.0 - x[m - 2])) ** (a - 1.0)
+    cdf[m - 1] = cdf[m - 2] + tail
+    total = cdf[m - 1]
+    for i in range(m):
+        cdf[i] /= total
+    cdf[m - 1] = 1.0
+    g = guide.shape[0]
+    i = 0
+    for j in range(g):
+        target = j / g
+        while i < m - 2 and cdf[i + 1] <= target:
+            i += 1
+        guide[j] = i
+
+
+@njit(cache=True)
+def beta_tables(alphas, betas, num_knots, num_guide):
+    """Tables for every (alpha, beta): knots (n, M), cdf (n, M), guide (n, G)."""
+    n = alphas.shape[0]
+    x = np.zeros((n, num_knots))
+    cdf = np.zeros((n, num_knots))
+    guide = np.zeros((n, num_guide), dtype=np.int64)
+    for v in range(n):
+        _fill_table(alphas[v], betas[v], x[v], cdf[v], guide[v])
+    return x, cdf, guide
+
+
+@njit(inline="always", cache=True)
+def beta_from_table(u, a, b, x, cdf, guide):
+    """Inverse of the tabulated Beta(a, b) CDF at u in (0, 1)."""
+    m = x.shape[0]
+    g = guide.shape[0]
+    i = guide[min(int(u * g), g - 1)]
+    while i < m - 2 and cdf[i + 1] < u:
+        i += 1
+    # u lies in cell [i, i + 1]
+    if i == 0:
+        return x[1] * (u / cdf[1]) ** (1.0 / a)
+    if i == m - 2:
+        return 1.0 - (1.0 - x[m - 2]) * ((1.0 - u) / (1.0 - cdf[m - 2])) ** (1.0 / b)
+    w = (u - cdf[i]) / (cdf[i + 1] - cdf[i])
+    return x[i] + w * (x[i + 1] - x[i])
+
+
+@njit(inline="always", cache=True)
+def beta_noise(key, row, draw, a, b, x, cdf, guide):
+    """Counter-based Beta(a, b) draw from the node's table."""
+    return beta_from_table(uniform_open(key, row, draw), a, b, x, cdf, guide)
+
+
+@njit(parallel=True, cache=True)
+def _noise_block(key, row0, n_rows, n_draws, a, b, x, cdf, guide):
+    out = np.empty((n_rows, n_draws))
+    for i in prange(n_rows):
+        for j in range(n_draws):
+            out[i, j] = beta_noise(key, row0 + i, j, a, b, x, cdf, guide)
+    return out
+
+
+def beta_noise_block(key, row0: int, n_rows: int, a: float, b: float, n_draws: int = 1):
+    """Table-based Beta(a, b) draws, shape (n_rows, n_draws) (tests, inspection)."""
+    if not (a > 0 and b > 0):
+        raise ValueError(f"beta shapes must be > 0, got a={a}, b={b}")
+    x, cdf, guide = beta_tables(
+        np.array([float(a)]), np.array([float(b)]), NUM_KNOTS, NUM_GUIDE
+    )
+    return _noise_block(np.uint64(key), np.int64(row0), np.int64(n_rows), np.int64(n_draws),
+                        float(a), float(b), x[0], cdf[0], guide[0])
