@@ -164,3 +164,49 @@ def test_byte_identical_across_threads_chunks_and_processes():
     a = _digests(config, threads=1, chunk_rows=65_536)
     b = _digests(config, threads=2, chunk_rows=1_000)
     assert a and a == b
+
+
+FEATURES = Config(
+    database_params=DatabaseParams(
+        num_tables_choices=Choices("range", [3, 5]),
+        num_rows_entity_table_choices=Choices("range", [40, 200]),
+        num_rows_activity_table_choices=Choices("range", [40, 200]),
+    )
+)
+
+
+def _check_features(seed, config):
+    from plurel_fast.plan.database import plan_database
+
+    plan = plan_database(seed, config)
+    db = plurel_fast.generate(seed, config)
+    _check_database(db, config)
+    for t in plan.schema.tables:
+        df = db.table_dict[t.name].df
+        post = plan.posts[t.id]
+        expected_nulls = int(np.floor(post.nan_perc * t.num_rows))
+        for col in t.features:
+            if col.num_categories == 0:
+                s = df[col.name]
+                assert s.dtype == pl.Float64
+                assert s.null_count() == expected_nulls, (seed, t.name, col.name)
+                assert s.drop_nulls().is_finite().all(), (seed, t.name, col.name)
+            elif col.name in df.columns:
+                s = df[col.name]
+                assert s.dtype == pl.Boolean and s.null_count() == 0
+                assert s.n_unique() == 2  # single-valued columns are dropped (SPEC §5.3)
+        expected = ["row_idx", *t.fkey_cols]
+        expected += [c.name for c in t.features if c.name in df.columns]
+        expected += [t.time_col] if t.time_col else []
+        assert df.columns == expected
+
+
+def test_small_databases_have_valid_features():
+    for seed in range(25):
+        _check_features(seed, FEATURES)
+
+
+@pytest.mark.slow
+def test_two_hundred_small_databases_have_valid_features():
+    for seed in range(200):
+        _check_features(seed, FEATURES)
