@@ -28,7 +28,7 @@ import msgspec
 import numpy as np
 
 from plurel_fast.config import AGGREGATIONS, Config
-from plurel_fast.kernels.mlp import mlp_forward
+from plurel_fast.kernels.scm import encoder_tables
 from plurel_fast.plan.layouts import build_dag
 from plurel_fast.plan.mlp import MlpBank, MlpBankArrays
 from plurel_fast.plan.post import QuantizePlan, plan_quantization
@@ -140,25 +140,6 @@ class ScmPlan(msgspec.Struct, frozen=True):
         return np.unique(self.agg[~self.is_source]).astype(np.int64)
 
 
-class _Tables:
-    """Accumulates categorical encoder tables (categories x dim, float32)."""
-
-    def __init__(self):
-        self.parts: list[np.ndarray] = []
-        self.size = 0
-
-    def add(self, table: np.ndarray) -> int:
-        offset = self.size
-        self.parts.append(np.ascontiguousarray(table, dtype=np.float32).ravel())
-        self.size += table.size
-        return offset
-
-    def freeze(self) -> np.ndarray:
-        if not self.parts:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(self.parts)
-
-
 def _categorical_encoder_table(bank: MlpBank, rng, num_categories: int, emb_dim: int, scm_params):
     """Plan a categorical encoder (embedding + MLP 32 -> 32); return (emb_id, mlp_id)."""
     emb_id = bank.add_embedding(rng, num_categories, emb_dim, scm_params)
@@ -196,7 +177,6 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
     in_degree = dag.in_degree()
     is_source = in_degree == 0
     bank = MlpBank()
-    tables = _Tables()
     agg = np.zeros(n, dtype=np.int64)
     noise_alpha = np.ones(n)
     noise_beta = np.ones(n)
@@ -281,11 +261,7 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
     mlp = bank.freeze()
     # Evaluate every categorical encoder once per category (exact: its output
     # depends on the category alone).
-    offsets = []
-    for emb_id, mlp_id in pending:
-        emb = mlp.embedding_table(emb_id)
-        offsets.append(tables.add(mlp_forward(mlp, mlp_id, np.ascontiguousarray(emb))))
-    offsets = np.asarray(offsets, dtype=np.int64)
+    enc_tables, offsets = encoder_tables(mlp, np.asarray(pending, dtype=np.int64), emb_dim)
 
     def resolve(a):
         a = a.copy()
@@ -313,7 +289,7 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
         edge_weight=edge_weight,
         edge_mlp=edge_mlp,
         edge_table=resolve(edge_table),
-        enc_tables=tables.freeze(),
+        enc_tables=enc_tables,
         cat_encoders=np.asarray(
             [(e, m, o) for (e, m), o in zip(pending, offsets)], dtype=np.int64
         ).reshape(-1, 3),
