@@ -1,20 +1,44 @@
 """plurel_fast: fast, faithful synthetic relational databases (the PluRel method).
 
 ``generate(seed, config)`` is the one entry point; everything else (CLI, corpus
-jobs, the RelBench adapter) calls it.
+jobs, the RelBench adapter) calls it. ``SyntheticDataset`` is the drop-in for
+``plurel.SyntheticDataset``.
 """
 
 from plurel_fast.config import Choices, Config, DAGParams, DatabaseParams, SCMParams
 from plurel_fast.database import Database, Table
 from plurel_fast.generate import generate
 
+# Importing RelBench takes about a second (it pulls in scikit-learn), so the names that
+# need it are imported on first use, keeping `import plurel_fast` (CLI, workers) quick.
+_LAZY = {
+    "SyntheticDataset": "plurel_fast.relbench",
+    "CacheMismatchError": "plurel_fast.relbench",
+}
+
 __all__ = [
+    "CacheMismatchError",
     "Choices",
     "Config",
     "DAGParams",
     "Database",
     "DatabaseParams",
     "SCMParams",
+    "SyntheticDataset",
     "Table",
     "generate",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -4,7 +4,8 @@ The nouns and attribute names are RelBench's (`Table.df`, `pkey_col`,
 `fkey_col_to_pkey_table`, `time_col`; `Database.table_dict`, `val_timestamp`,
 `test_timestamp`), so code written against RelBench reads ours unchanged; only the frames
 are Polars. Conversion to pandas / RelBench objects happens at the boundary
-(`plurel_fast.relbench`), saving and loading in `plurel_fast.io.parquet`.
+(`to_pandas`, `to_relbench`, `from_relbench`, implemented in `plurel_fast.relbench`),
+saving and loading in `plurel_fast.io.parquet`.
 """
 
 from __future__ import annotations
@@ -139,6 +140,35 @@ class Table:
 
     __hash__ = None  # mutable, compared by value
 
+    # Conversions live in plurel_fast.relbench (which imports pandas and RelBench).
+
+    def to_pandas(self):
+        """The frame as pandas, with RelBench's dtypes (see `plurel_fast.relbench`).
+
+        Numeric and time columns without nulls are read-only views of the Polars
+        buffers (zero-copy); pandas copies them on write.
+        """
+        from plurel_fast.relbench import table_to_pandas
+
+        return table_to_pandas(self)
+
+    def to_relbench(self):
+        """A `relbench.base.Table` with the same roles over `to_pandas`."""
+        from plurel_fast.relbench import table_to_relbench
+
+        return table_to_relbench(self)
+
+    @classmethod
+    def from_relbench(cls, table, *, copy: bool = True) -> Table:
+        """A `Table` from a `relbench.base.Table`; float key columns become Int64.
+
+        ``copy=False`` shares numeric buffers with the pandas frame, which must then
+        not be mutated.
+        """
+        from plurel_fast.relbench import table_from_relbench
+
+        return table_from_relbench(table, copy=copy)
+
 
 class Database:
     """Named tables linked by foreign keys, with RelBench's split timestamps.
@@ -244,6 +274,45 @@ class Database:
         from plurel_fast.io.parquet import read_database
 
         return read_database(path)
+
+    def to_pandas(self) -> dict:
+        """Table name → pandas frame, with RelBench's dtypes (zero-copy where Arrow allows)."""
+        from plurel_fast.relbench import database_to_pandas
+
+        return database_to_pandas(self)
+
+    def to_relbench(self):
+        """A `relbench.base.Database` of the same tables, keys and time columns.
+
+        The split timestamps belong to a RelBench *dataset*; wrap the result in one, or
+        use `plurel_fast.SyntheticDataset` / ``relbench.load_dataset`` on a saved folder.
+        """
+        from plurel_fast.relbench import database_to_relbench
+
+        return database_to_relbench(self)
+
+    @classmethod
+    def from_relbench(
+        cls,
+        db,
+        val_timestamp: Any = None,
+        test_timestamp: Any = None,
+        *,
+        name: str | None = None,
+        metadata: dict | None = None,
+        copy: bool = True,
+    ) -> Database:
+        """A `Database` from a `relbench.base.Database` or `relbench.base.Dataset`.
+
+        A dataset brings its full database and split timestamps (and its manifest
+        name); a bare database needs ``val_timestamp`` and ``test_timestamp``. See
+        `plurel_fast.relbench.database_from_relbench`.
+        """
+        from plurel_fast.relbench import database_from_relbench
+
+        return database_from_relbench(
+            db, val_timestamp, test_timestamp, name=name, metadata=metadata, copy=copy
+        )
 
 
 def _is_pandas(obj: object) -> bool:
