@@ -26,8 +26,8 @@ import numpy as np
 from numba import njit, prange
 
 from plurel_fast.kernels.mlp import categorical_decode_tile, mlp_forward_tile
-from plurel_fast.kernels.noise import NUM_GUIDE, NUM_KNOTS, beta_noise, beta_tables
-from plurel_fast.kernels.rng import beta
+from plurel_fast.kernels.noise import NUM_GUIDE, NUM_KNOTS, beta_from_table, beta_tables
+from plurel_fast.kernels.rng import beta, uniform_open
 
 TILE_ROWS = 64
 # Noise shapes below this use the exact rejection sampler: the tabulated
@@ -95,6 +95,56 @@ def _agg_finish(agg, acc, lse_sum, n_rows, dim):
 
 
 @njit(cache=True)
+def _fold_edge(agg, acc, lse_sum, enc, w, n_rows, dim):
+    """Fold clamp(w * enc[t]) into the aggregate of every row (one loop per aggregation,
+    so the inner loop has no branch on the aggregation and vectorises)."""
+    if agg == AGG_SUM:
+        for t in range(n_rows):
+            for j in range(dim):
+                acc[t, j] += _clamp_input(w * enc[t, j])
+    elif agg == AGG_MAX:
+        for t in range(n_rows):
+            for j in range(dim):
+                y = _clamp_input(w * enc[t, j])
+                if y > acc[t, j]:
+                    acc[t, j] = y
+    elif agg == AGG_PRODUCT:
+        for t in range(n_rows):
+            for j in range(dim):
+                acc[t, j] *= _clamp_input(w * enc[t, j])
+    else:
+        for t in range(n_rows):
+            for j in range(dim):
+                _agg_add(AGG_LOGEXP, acc, lse_sum, t, j, _clamp_input(w * enc[t, j]))
+
+
+@njit(cache=True)
+def _fold_partials(agg, acc, lse_sum, partials, prows, slot, n_rows, dim):
+    """Fold the pre-aggregated collation input of parent row prows[t] into row t."""
+    if agg == AGG_SUM:
+        for t in range(n_rows):
+            src = partials[prows[t], slot]
+            for j in range(dim):
+                acc[t, j] += src[j]
+    elif agg == AGG_MAX:
+        for t in range(n_rows):
+            src = partials[prows[t], slot]
+            for j in range(dim):
+                if src[j] > acc[t, j]:
+                    acc[t, j] = src[j]
+    elif agg == AGG_PRODUCT:
+        for t in range(n_rows):
+            src = partials[prows[t], slot]
+            for j in range(dim):
+                acc[t, j] *= src[j]
+    else:
+        for t in range(n_rows):
+            src = partials[prows[t], slot]
+            for j in range(dim):
+                _agg_add(AGG_LOGEXP, acc, lse_sum, t, j, src[j])
+
+
+@njit(cache=True)
 def _encode(value_row, cats, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc,
             mlps, layers, weights, layer_scale, act_params, buf_a, buf_b):
     """enc[t] = encoder(value_row[t]): a table row for categories, else the MLP."""
@@ -135,6 +185,8 @@ def _propagate_chunk(
         x1 = np.empty((TILE_ROWS, 1), dtype=np.float32)
         y1 = np.empty((TILE_ROWS, 1), dtype=np.float32)
         labels = np.empty(TILE_ROWS, dtype=np.int64)
+        prows = np.empty(TILE_ROWS, dtype=np.int64)
+        unif = np.empty(dim, dtype=np.float64)
         buf_a = np.empty((TILE_ROWS, max_width), dtype=np.float32)
         buf_b = np.empty((TILE_ROWS, max_width), dtype=np.float32)
         for oi in range(n_nodes):
@@ -151,16 +203,11 @@ def _propagate_chunk(
                     _encode(vals[u], num_categories[u], edge_mlp[e], edge_table[e], enc_tables,
                             tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
                             buf_a, buf_b)
-                    w = edge_weight[e]
-                    for t in range(tn):
-                        for j in range(dim):
-                            _agg_add(a, acc, lse_sum, t, j, _clamp_input(w * enc[t, j]))
-                slot = node_slot[v]
+                    _fold_edge(a, acc, lse_sum, enc, edge_weight[e], tn, dim)
                 for f in range(n_fk):
                     for t in range(tn):
-                        prow = fk_base[f] + fk_rows[f, t0 + t]
-                        for j in range(dim):
-                            _agg_add(a, acc, lse_sum, t, j, partials[prow, slot, j])
+                        prows[t] = fk_base[f] + fk_rows[f, t0 + t]
+                    _fold_partials(a, acc, lse_sum, partials, prows, node_slot[v], tn, dim)
                 _agg_finish(a, acc, lse_sum, tn, dim)
                 ka = noise_key[v]
                 al = noise_alpha[v]
@@ -169,9 +216,11 @@ def _propagate_chunk(
                     nx_, nc_, ng_ = noise_x[v], noise_cdf[v], noise_guide[v]
                     for t in range(tn):
                         row = start + t0 + t
+                        for j in range(dim):  # integer hashing only: vectorises
+                            unif[j] = uniform_open(ka, row, j)
                         for j in range(dim):
                             acc[t, j] += np.float32(
-                                beta_noise(ka, row, j, al, be, nx_, nc_, ng_) * inv_dim
+                                beta_from_table(unif[j], al, be, nx_, nc_, ng_) * inv_dim
                             )
                 else:
                     for t in range(tn):
@@ -226,9 +275,7 @@ def _collation_chunk(
             w = w_sum if a == AGG_SUM else np.float32(1.0)
             _agg_init(a, acc, lse_sum, tn, dim)
             for i in range(k):
-                for t in range(tn):
-                    for j in range(dim):
-                        _agg_add(a, acc, lse_sum, t, j, _clamp_input(w * enc[i, t, j]))
+                _fold_edge(a, acc, lse_sum, enc[i], w, tn, dim)
             _agg_finish(a, acc, lse_sum, tn, dim)
             for t in range(tn):
                 for j in range(dim):
