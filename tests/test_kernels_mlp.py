@@ -1,6 +1,7 @@
 """MLPs and embedding tables (SPEC §4.2): activations and forward passes against
 the naive NumPy reference, init and density statistics, thread invariance,
-argument errors.
+argument errors, and the bulk drawing of ``MlpBank.freeze`` against the
+per-matrix reference (``init_matrix`` then ``apply_density``).
 
 Statistical tests use fixed seeds, so they are deterministic; their bounds are
 5 standard deviations of the statistic (a correct implementation fails one
@@ -25,12 +26,15 @@ from scipy import stats
 
 from plurel_fast.config import Choices
 from plurel_fast.kernels import mlp as K
+from plurel_fast.plan import mlp as plan_mlp
 from plurel_fast.plan.mlp import (
     ACTIVATION_CODES,
+    INIT_CODES,
     INIT_NAMES,
     MlpBank,
     MlpBankArrays,
     apply_density,
+    draw_matrices,
     init_matrix,
     random_sine_params,
 )
@@ -575,3 +579,227 @@ def test_bad_params_are_named():
         MlpBank().add_mlp_layers([np.ones((1, 2)), np.ones((2, 1))], ["random_sine"])
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         K.apply_activation("swish", np.zeros(3))
+
+
+# ---------------------------------------------------------------------------
+# (h) bulk drawing by freeze against the per-matrix reference
+# ---------------------------------------------------------------------------
+
+BOUND = {
+    "kaiming_uniform": lambda rows, cols: math.sqrt(6.0 / cols),
+    "xavier_uniform": lambda rows, cols: math.sqrt(6.0 / (rows + cols)),
+    "trunc_normal": lambda rows, cols: 2.0,
+}
+
+
+@pytest.mark.parametrize("name", INIT_NAMES)
+def test_bulk_draws_match_per_matrix_reference(name):
+    # Same law as init_matrix + apply_density, layer by layer and for tables.
+    # Entries of one matrix share its d, so pooling them is not an iid sample
+    # of the mixture; instead: the kept entries times their own d pool to the
+    # init's law (two-sample KS against init_matrix), and the kept counts are
+    # Binomial(candidates, d) per matrix (candidates: all entries but sparse's
+    # ceil(rows / 2) zeros per column).
+    count = 150
+    params = scm_params(num_layers=(3, 3), density=(0.3, 1.0), inits=[name])
+    rng = np.random.default_rng(INIT_NAMES.index(name))
+    bank = MlpBank()
+    mlps = [bank.add_mlp(rng, 1, 32, 5, params) for _ in range(count)]
+    tables = [bank.add_embedding(rng, 7, 32, params) for _ in range(count)]
+    frozen = bank.freeze()
+    ref_rng = np.random.default_rng(1000 + INIT_NAMES.index(name))
+    for position, (rows, cols) in enumerate([(1, 32), (32, 32), (32, 5)]):
+        layers = frozen.mlps[mlps, 0] + position
+        bulk = np.stack([frozen.weight_matrix(int(layer)) for layer in layers])
+        assert bulk.shape == (count, rows, cols) and bulk.dtype == np.float32
+        d = frozen.layer_density[layers].astype(np.float64)
+        assert np.all((d >= 0.3) & (d <= 1.0)) and np.unique(d).size == count
+        unmasked = bulk * d[:, None, None]
+        ref = np.stack([init_matrix(ref_rng, name, rows, cols) for _ in range(count)])
+        if rows > 1 or name != "sparse":  # a 1-row sparse matrix is all zeros
+            got = unmasked[bulk != 0]
+            assert stats.ks_2samp(got, ref[ref != 0]).pvalue > 1e-6, (name, rows, cols)
+        if name in BOUND:
+            assert np.abs(unmasked).max() <= BOUND[name](rows, cols) * (1 + 1e-6)
+        candidates = rows * cols
+        if name == "sparse":
+            assert np.all((bulk == 0).sum(axis=1) >= math.ceil(rows / 2))
+            candidates = (rows - math.ceil(rows / 2)) * cols
+        kept = (bulk != 0).sum()
+        mean, var = candidates * d.sum(), candidates * (d * (1 - d)).sum()
+        assert abs(kept - mean) <= SIGMAS * math.sqrt(var) + 1e-9, (name, rows, cols)
+    bulk = np.stack([frozen.embedding_table(t) for t in tables])
+    ref = np.stack([init_matrix(ref_rng, name, 7, 32) for _ in range(count)])
+    assert stats.ks_2samp(bulk.ravel(), ref.ravel()).pvalue > 1e-6, (name, "table")
+    if name == "sparse":
+        assert np.all((bulk == 0).sum(axis=1) == 4)
+    else:
+        assert np.all(bulk != 0)  # tables have no mask
+    assert np.all(frozen.emb_init == INIT_CODES[name])
+
+
+@pytest.mark.parametrize("name", INIT_NAMES)
+def test_bulk_draws_match_reference_at_one_density(name):
+    # With one d for every matrix the pooled entries, zeros included, are a
+    # sample of one law: compare them as a whole.
+    params = scm_params(num_layers=(2, 2), density=(0.6, 0.6), inits=[name])
+    rng = np.random.default_rng(50 + INIT_NAMES.index(name))
+    bank = MlpBank()
+    for _ in range(60):
+        bank.add_mlp(rng, 32, 32, 32, params)
+    bulk = bank.freeze().weights  # 120 matrices 32 x 32, one after another
+    ref_rng = np.random.default_rng(60 + INIT_NAMES.index(name))
+    ref = np.concatenate([
+        apply_density(ref_rng, init_matrix(ref_rng, name, 32, 32), 0.6).ravel() for _ in range(120)
+    ])  # fmt: skip
+    assert bulk.size == ref.size
+    assert stats.ks_2samp(bulk, ref).pvalue > 1e-6
+
+
+def test_bulk_sparse_zero_rows_are_uniform_subsets():
+    # 4 rows: each column zeroes exactly 2, each of the 6 pairs equally
+    # likely, columns independent of each other.
+    rng = np.random.default_rng(12)
+    w = draw_matrices(rng, [4] * 3000, [8] * 3000, [INIT_CODES["sparse"]] * 3000).reshape(3000, 4, 8)
+    zero = w == 0
+    assert np.all(zero.sum(axis=1) == 2)
+    pair = {p: i for i, p in enumerate([(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)])}
+    rows_of = np.argsort(~zero, axis=1, kind="stable")[:, :2, :]  # the two zero rows, sorted
+    codes = np.vectorize(lambda a, b: pair[(a, b)])(rows_of[:, 0, :], rows_of[:, 1, :])
+    assert stats.chisquare(np.bincount(codes.ravel(), minlength=6)).pvalue > 1e-6
+    joint = codes[:, 0] * 6 + codes[:, 1]
+    assert stats.chisquare(np.bincount(joint, minlength=36)).pvalue > 1e-6
+    # odd and tiny row counts: ceil(rows / 2) zeros per column, nothing else zero
+    for rows in (1, 2, 7, 33):
+        w = draw_matrices(rng, [rows] * 20, [5] * 20, [INIT_CODES["sparse"]] * 20)
+        zeros = (w.reshape(20, rows, 5) == 0).sum(axis=1)
+        assert np.all(zeros == math.ceil(rows / 2)), rows
+
+
+def test_bulk_trunc_normal_shape():
+    rng = np.random.default_rng(21)
+    w = draw_matrices(rng, [200] * 10, [100] * 10, [INIT_CODES["trunc_normal"]] * 10).astype(np.float64)
+    assert np.abs(w).max() <= 2.0
+    dist = stats.truncnorm(-2.0, 2.0)
+    _check_second_moment(w, dist.var(), dist.moment(4))
+    assert stats.kstest(w[:50000], dist.cdf).pvalue > 1e-6
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 1000, 1 << 18])
+def test_bulk_chunking_keeps_layout_and_law(chunk, monkeypatch):
+    # Chunks hold whole matrices, so any chunk size (even below one matrix)
+    # gives every matrix its own shape, init and density.
+    monkeypatch.setattr(plan_mlp, "CHUNK_WEIGHTS", chunk)
+    rng = np.random.default_rng(5)
+    shapes = [(32, 32), (1, 32), (32, 1), (3, 40), (33, 9)] * 40
+    rows, cols = np.array(shapes).T
+    inits = np.arange(len(shapes)) % len(INIT_NAMES)
+    densities = np.linspace(0.3, 1.0, len(shapes))
+    flat = draw_matrices(rng, rows, cols, inits, densities)
+    assert flat.dtype == np.float32 and flat.size == (rows * cols).sum()
+    offsets = np.concatenate([[0], np.cumsum(rows * cols)])
+    kept_frac, expected = [], []
+    for k, (r, c) in enumerate(shapes):
+        w = flat[offsets[k] : offsets[k + 1]].reshape(r, c)
+        name, d = INIT_NAMES[inits[k]], densities[k]
+        if name in BOUND:
+            assert np.abs(w).max() * d <= BOUND[name](r, c) * (1 + 1e-6)
+        if name == "sparse":
+            assert np.all((w == 0).sum(axis=0) >= math.ceil(r / 2))
+        else:
+            kept_frac.append((w != 0).sum())
+            expected.append((w.size, d))
+    # kept counts across the non-sparse matrices: sum of Binomial(size, d)
+    n = np.array([s for s, _ in expected])
+    p = np.array([d for _, d in expected])
+    mean, var = (n * p).sum(), (n * p * (1 - p)).sum()
+    assert abs(sum(kept_frac) - mean) < SIGMAS * math.sqrt(var)
+
+
+def test_bulk_draws_are_a_function_of_the_generator_state():
+    args = ([32] * 50, [32] * 50, np.arange(50) % 6, np.full(50, 0.7))
+    a = draw_matrices(np.random.default_rng(3), *args)
+    b = draw_matrices(np.random.default_rng(3), *args)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, draw_matrices(np.random.default_rng(4), *args))
+
+
+def test_freeze_is_idempotent_and_incremental():
+    params = scm_params()
+    rng = np.random.default_rng(17)
+    bank = MlpBank()
+    first = bank.add_mlp(rng, 1, 32, 1, params)
+    given = [np.full((32, 4), 0.25, np.float32), np.full((4, 3), -2.0, np.float32)]
+    hand = bank.add_mlp_layers(given, ["tanh"], [1.5])
+    table = bank.add_embedding(rng, 6, 32, params)
+    given_table = bank.add_embedding_table(np.arange(12, dtype=np.float32).reshape(4, 3))
+    one = bank.freeze()
+    two = bank.freeze()
+    for field in MlpBankArrays.__struct_fields__:
+        assert np.array_equal(getattr(one, field), getattr(two, field)), field
+    # given weights sit exactly where their layers and tables say
+    h0 = int(one.mlps[hand, 0])
+    assert np.array_equal(one.weight_matrix(h0), given[0])
+    assert np.array_equal(one.weight_matrix(h0 + 1), given[1])
+    assert one.layer_scale[h0] == np.float32(1.5) and one.layer_init[h0] == -1
+    assert np.array_equal(one.embedding_table(given_table), np.arange(12).reshape(4, 3))
+    # adding after a freeze draws only the new parts; the old ones stay
+    later = bank.add_mlp(rng, 32, 32, 32, params)
+    three = bank.freeze()
+    assert np.array_equal(three.weights[: one.weights.size], one.weights)
+    assert np.array_equal(three.emb_weights, one.emb_weights)
+    assert np.array_equal(three.layer_scale[: one.layer_scale.size], one.layer_scale)
+    assert three.mlp_dims(later) == (32, 32) and three.mlp_dims(first) == (1, 1)
+    assert three.embedding_table(table).shape == (6, 32)
+    assert np.all(np.isfinite(three.layer_scale))
+
+
+def test_bank_with_interleaved_generators():
+    # Each MLP's weights come from its own generator: interleaving two
+    # generators in one bank gives what each gives alone.
+    params = scm_params()
+    bank, alone_a, alone_b = MlpBank(), MlpBank(), MlpBank()
+    ra, rb = np.random.default_rng(1), np.random.default_rng(2)
+    ra2, rb2 = np.random.default_rng(1), np.random.default_rng(2)
+    ids = []
+    for i in range(6):
+        if i % 2 == 0:
+            ids.append((bank.add_mlp(ra, 1, 32, 1, params), alone_a, alone_a.add_mlp(ra2, 1, 32, 1, params)))
+        else:
+            ids.append((bank.add_mlp(rb, 1, 32, 1, params), alone_b, alone_b.add_mlp(rb2, 1, 32, 1, params)))
+    frozen, fa, fb = bank.freeze(), alone_a.freeze(), alone_b.freeze()
+    for mlp, alone, alone_id in ids:
+        other = fa if alone is alone_a else fb
+        first, count = frozen.mlps[mlp]
+        other_first, other_count = other.mlps[alone_id]
+        assert count == other_count
+        for layer in range(count):
+            assert np.array_equal(
+                frozen.weight_matrix(first + layer), other.weight_matrix(other_first + layer)
+            )
+            assert frozen.layer_scale[first + layer] == other.layer_scale[other_first + layer]
+
+
+def test_failed_add_mlp_leaves_the_bank_unchanged():
+    rng = np.random.default_rng(0)
+    bank = MlpBank()
+    bank.add_mlp(rng, 1, 32, 1, scm_params())
+    before = bank.freeze()
+    with pytest.raises(ValueError, match="activation_choices produced 'swish'"):
+        bank.add_mlp(rng, 1, 32, 1, scm_params(num_layers=(3, 3), activations=["swish"]))
+    after = bank.freeze()
+    assert after.num_mlps == 1 and after.layers.shape == before.layers.shape
+    assert np.array_equal(after.weights, before.weights)
+
+
+def test_draw_matrices_argument_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="one entry per matrix"):
+        draw_matrices(rng, [2, 2], [3], [0, 0])
+    with pytest.raises(ValueError, match="shapes must be >= 1"):
+        draw_matrices(rng, [0], [3], [0])
+    with pytest.raises(ValueError, match="init codes must index INIT_NAMES"):
+        draw_matrices(rng, [2], [3], [6])
+    with pytest.raises(ValueError, match=r"one value in \(0, 1\] per matrix"):
+        draw_matrices(rng, [2], [3], [0], [0.0])
+    assert draw_matrices(rng, [], [], []).shape == (0,)
