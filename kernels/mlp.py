@@ -34,6 +34,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from plurel_fast.kernels import vmath
+
 # ---------------------------------------------------------------------------
 # Activation codes: the index in this tuple (SPEC §4.2 order).
 # ---------------------------------------------------------------------------
@@ -107,6 +109,7 @@ LINEAR = -1  # act_code of the last layer of an MLP
 _F = np.float32
 _ZERO = _F(0.0)
 _ONE = _F(1.0)
+_TWO = _F(2.0)
 _HALF = _F(0.5)
 _THREE = _F(3.0)
 _SIX = _F(6.0)
@@ -132,6 +135,13 @@ _ROWS_PER_PART = 4096
 
 # ---------------------------------------------------------------------------
 # Scalar activations (torch formulas, eval mode; float32 in, float32 out)
+#
+# Transcendentals come from ``vmath`` (branch-free float32 exp, expm1, log1p,
+# tanh, erf, sin, cos: 1-3 ulp), not from ``math``, whose calls are scalar
+# libm calls here (no SVML) and keep the loops of ``_activate_flat`` from
+# vectorising. Helpers are written with selects instead of branches and
+# ``np.divide`` instead of ``/`` (numba's ``/`` tests for a zero divisor and
+# raises, a branch that stops the vectoriser) and inlined into those loops.
 # ---------------------------------------------------------------------------
 
 
@@ -140,41 +150,38 @@ def _relu(x):
     return x if x > _ZERO else _ZERO
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _elu(x):
-    # alpha 1; expm1 only of x <= 0, so no overflow
-    return x if x > _ZERO else _F(math.expm1(x))
+    # alpha 1; the expm1 of x > 0 (inf for large x) is computed but not used
+    e = vmath.expm1(x)
+    return x if x > _ZERO else e
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _selu(x):
-    if x > _ZERO:
-        return _SELU_SCALE * x
-    return _SELU_SCALE * (_SELU_ALPHA * _F(math.expm1(x)))
+    neg = _SELU_SCALE * (_SELU_ALPHA * vmath.expm1(x))
+    return _SELU_SCALE * x if x > _ZERO else neg
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _sigmoid(x):
-    # exp of a non-positive argument only, so no overflow for large |x|
-    if x >= _ZERO:
-        return _ONE / (_ONE + math.exp(-x))
-    e = math.exp(x)
-    return e / (_ONE + e)
+    # x >= 0: 1 / (1 + exp(-x)); x < 0: e / (1 + e), e = exp(x) (no overflow)
+    return vmath.sigmoid(x)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _silu(x):
-    return x * _sigmoid(x)
+    return x * vmath.sigmoid(x)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _softsign(x):
-    return x / (_ONE + abs(x))
+    return np.divide(x, _ONE + abs(x))
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _tanh(x):
-    return math.tanh(x)
+    return vmath.tanh(x)
 
 
 @njit(cache=True)
@@ -182,17 +189,21 @@ def _hardswish(x):
     return x * min(max(x + _THREE, _ZERO), _SIX) / _SIX
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _softplus(x):
     # beta 1, threshold 20 (linear above); below it exp cannot overflow
-    if x > _SOFTPLUS_THRESHOLD:
-        return x
-    return math.log1p(math.exp(x))
+    return vmath.softplus(x)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _mish(x):
-    return x * math.tanh(_softplus(x))
+    # x * tanh(softplus(x)) with tanh(log1p(e)) = n / (n + 2), n = e (e + 2),
+    # e = exp(x): one exp instead of exp, log1p and tanh. Above the softplus
+    # threshold tanh(softplus(x)) = tanh(x) = 1 in float32, and so is n / (n + 2)
+    # at x = 20, where the argument is clamped.
+    e = vmath.exp(min(x, _SOFTPLUS_THRESHOLD))
+    n = e * (e + _TWO)
+    return x * np.divide(n, n + _TWO)
 
 
 @njit(cache=True)
@@ -200,10 +211,10 @@ def _leaky_relu(x):
     return x if x >= _ZERO else x * _LEAKY_SLOPE
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _gelu(x):
     # exact (erf) form, torch's default approximate='none'
-    return _HALF * x * (_ONE + math.erf(x * _INV_SQRT2))
+    return _HALF * x * (_ONE + vmath.erf(x * _INV_SQRT2))
 
 
 @njit(cache=True)
@@ -217,9 +228,9 @@ def _hardtanh(x):
     return min(max(x, -_ONE), _ONE)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _tanhshrink(x):
-    return x - math.tanh(x)
+    return x - vmath.tanh(x)
 
 
 @njit(cache=True)
@@ -228,10 +239,10 @@ def _rrelu(x):
     return x if x >= _ZERO else x * _RRELU_SLOPE
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _logsigmoid(x):
     # -softplus(-x) without overflow: min(x, 0) - log1p(exp(-|x|))
-    return min(x, _ZERO) - _F(math.log1p(math.exp(-abs(x))))
+    return min(x, _ZERO) - vmath.log1p(vmath.exp(-abs(x)))
 
 
 @njit(cache=True)
@@ -258,14 +269,14 @@ def _abs(x):
     return abs(x)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _sin(x):
-    return math.sin(x)
+    return vmath.sin(x)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _cos(x):
-    return math.cos(x)
+    return vmath.cos(x)
 
 
 @njit(cache=True)
@@ -277,18 +288,18 @@ def _sign(x):
     return _ZERO
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _signed_log1p(x):
-    return _sign(x) * _F(math.log1p(abs(x)))
+    return _sign(x) * vmath.log1p(abs(x))
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _bent_identity(x):
-    ax = abs(x)
-    if ax > _BENT_LARGE:
-        return _HALF * (ax - _ONE) + x
-    # (sqrt(x^2 + 1) - 1) / 2 rewritten without the cancellation near 0
-    return _HALF * (x * x / (math.sqrt(x * x + _ONE) + _ONE)) + x
+    # (sqrt(x^2 + 1) - 1) / 2 rewritten without the cancellation near 0; beyond
+    # _BENT_LARGE the asymptote (x^2 may overflow there, and is not used)
+    near = _HALF * np.divide(x * x, math.sqrt(x * x + _ONE) + _ONE) + x
+    far = _HALF * (abs(x) - _ONE) + x
+    return far if abs(x) > _BENT_LARGE else near
 
 
 @njit(cache=True)
@@ -299,7 +310,7 @@ def _random_sine(x, params, p_off):
         amplitude = params[p_off + 1 + i]
         freq = params[p_off + 1 + m + i]
         phase = params[p_off + 1 + 2 * m + i]
-        acc += amplitude * math.sin(freq * x + phase)
+        acc += amplitude * vmath.sin(freq * x + phase)
     return acc
 
 
@@ -443,6 +454,37 @@ def _clamp_hidden(v):
     return min(max(v, -_CLAMP_HIDDEN), _CLAMP_HIDDEN)
 
 
+# Elements per block of ``_random_sine_flat``: its scratch stays small (one
+# allocation of 1 KiB per call) and in L1 across the m passes.
+_SINE_BLOCK = 256
+
+
+@njit(cache=True)
+def _random_sine_flat(v, scale, params, p_off):
+    """``v <- clamp(scale * random_sine(v), -1e6, 1e6)`` on a contiguous run.
+
+    Term by term over a block, so that the sine loop is an element loop and
+    vectorises; each element still sums its terms from 0 in the order
+    0, 1, ..., m - 1, so its bytes equal ``_random_sine``'s.
+    """
+    n = v.shape[0]
+    m = np.int64(params[p_off])
+    acc = np.empty(min(n, _SINE_BLOCK), dtype=np.float32)
+    for lo in range(0, n, _SINE_BLOCK):
+        blk = v[lo : min(lo + _SINE_BLOCK, n)]
+        nb = blk.shape[0]
+        for i in range(nb):
+            acc[i] = _ZERO
+        for j in range(m):
+            amplitude = params[p_off + 1 + j]
+            freq = params[p_off + 1 + m + j]
+            phase = params[p_off + 1 + 2 * m + j]
+            for i in range(nb):
+                acc[i] += amplitude * vmath.sin(freq * blk[i] + phase)
+        for i in range(nb):
+            blk[i] = _clamp_hidden(scale * acc[i])
+
+
 @njit(cache=True)
 def _activate_flat(v, code, scale, params, p_off):
     """``v <- clamp(scale * act(v), -1e6, 1e6)`` on a contiguous 1-D view.
@@ -528,8 +570,7 @@ def _activate_flat(v, code, scale, params, p_off):
         for i in range(n):
             v[i] = _clamp_hidden(scale * _bent_identity(v[i]))
     elif code == RANDOM_SINE:
-        for i in range(n):
-            v[i] = _clamp_hidden(scale * _random_sine(v[i], params, p_off))
+        _random_sine_flat(v, scale, params, p_off)
     else:  # IDENTITY
         for i in range(n):
             v[i] = _clamp_hidden(scale * v[i])

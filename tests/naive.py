@@ -13,6 +13,7 @@ from scipy.special import erf
 
 from plurel_fast.config import ACTIVATIONS
 from plurel_fast.kernels import rng
+from plurel_fast.kernels.mlp import apply_activation
 from plurel_fast.kernels.noise import beta_noise_block
 from plurel_fast.plan import sources as ps
 
@@ -333,7 +334,7 @@ def naive_activation(name, x, sine_params=None):
 # ---------------------------------------------------------------------------
 
 
-def naive_mlp_forward(bank, mlp_id, x, activation_names, exact_matmul=True):
+def naive_mlp_forward(bank, mlp_id, x, activation_names, exact_matmul=True, activation=None):
     """Forward of MLP ``mlp_id`` of a frozen bank, layer by layer.
 
     Hidden layer: ``x <- clip(s * act(x @ W), -1e6, 1e6)``; last layer
@@ -361,7 +362,7 @@ def naive_mlp_forward(bank, mlp_id, x, activation_names, exact_matmul=True):
         if name == "random_sine":
             m = int(bank.act_params[p_off])
             params = bank.act_params[p_off : p_off + 1 + 3 * m]
-        a = naive_activation(name, z, params).astype(np.float32)
+        a = (activation or naive_activation)(name, z, params).astype(np.float32)
         h = np.clip(np.float32(bank.layer_scale[layer]) * a, -1e6, 1e6).astype(np.float32)
     return h
 
@@ -390,8 +391,20 @@ def naive_categorical_decode(bank, emb_id, h):
 CLAMP = np.float32(1e4)
 
 
+def _kernel_activation(name, z, params):
+    out = apply_activation(name, np.ascontiguousarray(z, np.float32).ravel(), params, 0)
+    return out.reshape(z.shape)
+
+
 def _mlp(bank, mlp_id, x):
-    return naive_mlp_forward(bank, mlp_id, np.asarray(x, np.float32)[None, :], ACTIVATIONS)[0]
+    # The activations themselves are checked against float64 formulas in
+    # test_kernels_mlp / test_kernels_vmath; here the kernel's float32 activation
+    # is reused so that arg-max decisions (categorical decoders) see the same
+    # values and the check of the propagation itself can be exact.
+    return naive_mlp_forward(
+        bank, mlp_id, np.asarray(x, np.float32)[None, :], ACTIVATIONS,
+        activation=_kernel_activation,
+    )[0]
 
 
 def _encode(plan, value, cats, mlp_id, table_off):

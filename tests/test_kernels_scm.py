@@ -7,6 +7,7 @@ import pytest
 
 from naive import naive_collation, naive_scm_rows
 from plurel_fast import Choices, Config, DatabaseParams, SCMParams
+from plurel_fast.config import ACTIVATIONS, INITIALIZATIONS
 from plurel_fast.generate import _key_columns, _scm_values
 from plurel_fast.kernels.scm import collation_partials
 from plurel_fast.kernels.sources import source_values
@@ -43,9 +44,7 @@ def _run(plan):
 CASES = [(agg, mode) for agg in ("sum", "max", "product", "logexp") for mode in ("type_eager", "type_lazy")]
 
 
-@pytest.mark.parametrize("agg,mode", CASES)
-def test_kernel_matches_naive(agg, mode):
-    plan = plan_database(11, _config(agg, mode))
+def _check_against_naive(plan):
     raw, keys_of = _run(plan)
     checked = 0
     for table in plan.schema.tables:
@@ -69,6 +68,32 @@ def test_kernel_matches_naive(agg, mode):
                 np.testing.assert_allclose(got[:, c], want[:, c], rtol=1e-3, atol=1e-4)
             checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("agg,mode", CASES)
+def test_kernel_matches_naive(agg, mode):
+    _check_against_naive(plan_database(11, _config(agg, mode)))
+
+
+LEAN_ACTIVATIONS = ("tanh", "gelu", "sign", "random_sine", "hardshrink")
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [a if a in LEAN_ACTIVATIONS else pytest.param(a, marks=pytest.mark.slow) for a in ACTIVATIONS],
+)
+def test_kernel_matches_naive_per_activation(activation):
+    config = _config("sum", "type_eager", activation_choices=Choices("set", [activation]))
+    _check_against_naive(plan_database(4, config))
+
+
+@pytest.mark.parametrize("init", INITIALIZATIONS)
+def test_kernel_matches_naive_per_init(init):
+    config = _config(
+        "logexp", "type_eager", initialization_choices=Choices("set", [init]),
+        mlp_weight_density_choices=Choices("range", [0.5, 1.0]),
+    )
+    _check_against_naive(plan_database(6, config))
 
 
 @pytest.mark.parametrize("agg", ["sum", "max", "product", "logexp"])
