@@ -26,7 +26,13 @@ import numpy as np
 from numba import njit, prange
 
 from plurel_fast.kernels.mlp import categorical_decode_tile, mlp_forward_tile
-from plurel_fast.kernels.noise import NUM_GUIDE, NUM_KNOTS, beta_from_table, beta_tables
+from plurel_fast.kernels.noise import (
+    NUM_GUIDE,
+    NUM_KNOTS,
+    beta_from_quantiles,
+    beta_tables,
+    quantile_tables,
+)
 from plurel_fast.kernels.rng import beta, uniform_open
 
 TILE_ROWS = 64
@@ -167,7 +173,7 @@ def _propagate_chunk(
     dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table, enc_tables,
     node_column, node_slot, fk_rows, fk_base, partials,
     mlps, layers, weights, layer_scale, act_params, max_width, emb_offsets, emb_weights,
-    dim, noise_x, noise_cdf, noise_guide, out,
+    dim, noise_q, noise_x, noise_cdf, noise_guide, out,
 ):
     n_rows = stop - start
     n_nodes = order.shape[0]
@@ -213,14 +219,14 @@ def _propagate_chunk(
                 al = noise_alpha[v]
                 be = noise_beta[v]
                 if min(al, be) >= TABLE_MIN_SHAPE:
-                    nx_, nc_, ng_ = noise_x[v], noise_cdf[v], noise_guide[v]
+                    nq_, nx_, nc_, ng_ = noise_q[v], noise_x[v], noise_cdf[v], noise_guide[v]
                     for t in range(tn):
                         row = start + t0 + t
                         for j in range(dim):  # integer hashing only: vectorises
                             unif[j] = uniform_open(ka, row, j)
                         for j in range(dim):
                             acc[t, j] += np.float32(
-                                beta_from_table(unif[j], al, be, nx_, nc_, ng_) * inv_dim
+                                beta_from_quantiles(unif[j], al, be, nq_, nx_, nc_, ng_) * inv_dim
                             )
                 else:
                     for t in range(tn):
@@ -370,9 +376,15 @@ def collation_partials(parent_plan, child_index: int, values: np.ndarray, slot_a
     return out
 
 
+def noise_tables_of(plan):
+    """Per-node Beta noise tables (quantiles, knots, CDF, guide) of an SCM plan."""
+    x, cdf, guide = beta_tables(plan.noise_alpha, plan.noise_beta, NUM_KNOTS, NUM_GUIDE)
+    return quantile_tables(plan.noise_alpha, plan.noise_beta, x, cdf), x, cdf, guide
+
+
 def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.ndarray,
               fk_base: np.ndarray, partials: np.ndarray, node_slot: np.ndarray,
-              out: np.ndarray) -> None:
+              out: np.ndarray, noise_tables=None) -> None:
     """Fill ``out[i, c]`` with column c of the SCM at row ``start + i`` (SPEC §4.4).
 
     Parameters
@@ -391,14 +403,15 @@ def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.nda
     node_slot : int64 (n,)
         Slot of each inner node's aggregation in ``partials``.
     out : float32 (stop - start, k)
+    noise_tables : tuple, optional
+        ``noise_tables_of(plan)``, to build once per table rather than per chunk.
     """
     n = plan.num_nodes
     node_column = np.full(n, -1, dtype=np.int64)
     node_column[plan.col_nodes] = np.arange(len(plan.col_nodes))
     m = plan.mlp
-    noise_x, noise_cdf, noise_guide = beta_tables(
-        plan.noise_alpha, plan.noise_beta, NUM_KNOTS, NUM_GUIDE
-    )
+    if noise_tables is None:
+        noise_tables = noise_tables_of(plan)
     _propagate_chunk(
         np.int64(start), np.int64(stop), src_vals,
         plan.order, plan.is_source, plan.num_categories, plan.source_index, plan.agg,
@@ -408,5 +421,5 @@ def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.nda
         node_column, node_slot, fk_rows, fk_base, partials,
         m.mlps, m.layers, m.weights, m.layer_scale, m.act_params, int(m.max_width),
         m.emb_offsets, m.emb_weights, np.int64(plan.emb_dim),
-        noise_x, noise_cdf, noise_guide, out,
+        *noise_tables, out,
     )

@@ -13,7 +13,7 @@ from plurel_fast.config import Config
 from plurel_fast.database import Database, Table
 from plurel_fast.kernels.hsbm import sample_parents
 from plurel_fast.kernels.post import post_process_table, quantize
-from plurel_fast.kernels.scm import collation_partials, propagate
+from plurel_fast.kernels.scm import collation_partials, noise_tables_of, propagate
 from plurel_fast.kernels.sources import source_values
 from plurel_fast.plan.database import DatabasePlan, plan_database
 from plurel_fast.plan.schema import TablePlan
@@ -160,12 +160,14 @@ def _scm_values(plan, table: TablePlan, keys, raw, chunk_rows: int) -> np.ndarra
         stacked = np.zeros((1, max(len(slot_aggs), 1), scm.emb_dim), dtype=np.float32)
     fk_base = np.asarray(bases, dtype=np.int64)
 
+    noise = noise_tables_of(scm)
     for start, stop in _chunks(n, chunk_rows):
         src = source_values(scm.sources, n, start, stop)
         fk_rows = np.empty((len(fk_cols), stop - start), dtype=np.int64)
         for f, col in enumerate(fk_cols):
             fk_rows[f] = col[start:stop]
-        propagate(scm, start, stop, src, fk_rows, fk_base, stacked, node_slot, values[start:stop])
+        propagate(scm, start, stop, src, fk_rows, fk_base, stacked, node_slot, values[start:stop],
+                  noise_tables=noise)
 
     for i, qplan in enumerate(scm.quantize):
         if qplan is not None:

@@ -37,3 +37,17 @@ def test_draws_are_counter_based():
 def test_bad_shapes():
     with pytest.raises(ValueError, match="beta shapes"):
         beta_noise_block(1, 0, 10, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("a, b", SHAPES)
+def test_sampler_inverse_cdf_is_accurate(a, b):
+    """The full sampler (quantile interpolation, tails from the knots) at many u."""
+    from plurel_fast.kernels.noise import beta_from_quantiles, quantile_tables
+
+    alphas, betas = np.array([a]), np.array([b])
+    x, cdf, guide = beta_tables(alphas, betas, NUM_KNOTS, NUM_GUIDE)
+    q = quantile_tables(alphas, betas, x, cdf)
+    u = (np.arange(200_000) + 0.5) / 200_000
+    got = np.array([beta_from_quantiles(ui, a, b, q[0], x[0], cdf[0], guide[0]) for ui in u[::97]])
+    err = np.abs(stats.beta(a, b).cdf(got) - u[::97]).max()
+    assert err < 3e-5
