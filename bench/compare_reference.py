@@ -352,9 +352,6 @@ def speed_report(records, name, threads, timeout) -> dict:
     print("| generator | threads | gen (s) | cells/s | pooled cells/s | peak RSS (MB) "
           "| wall (s) | median speed-up | pooled speed-up |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    ref_ok = [r for s in seeds if (r := find("ref", 1, s)) and r["status"] == "ok"]
-    ref_pooled = (sum(r["cells"] for r in ref_ok) / sum(r["gen_s"] for r in ref_ok)
-                  if ref_ok else None)
     for side, t in runs:
         ok = [r for s in seeds if (r := find(side, t, s)) and r["status"] == "ok"]
         if not ok:
@@ -440,7 +437,7 @@ def fidelity_report(records, name, alpha=0.01) -> dict:
     flagged = [s for s, v in out.items() if v["flagged"]]
     print(f"\nFlagged (p < {alpha}): {', '.join(flagged) if flagged else 'none'}")
     if min(n_db.values()) < 32:
-        print(f"(Fewer than 32 databases per side: a trial, not the acceptance figure.)")
+        print("(Fewer than 32 databases per side: a trial, not the acceptance figure.)")
     return out
 
 

@@ -14,11 +14,11 @@ process gives the same bytes.
 
 from __future__ import annotations
 
-import operator
 
 import numpy as np
 from numba import njit, prange
 
+from plurel_fast.kernels.args import row_index
 from plurel_fast.kernels.rng import uniform
 
 _ROWS_PER_PART = 4096
@@ -51,8 +51,8 @@ def sample_parents(plan, start: int = 0, stop: int | None = None, out=None) -> n
         not fit.
     """
     num_child_rows = plan.num_child_rows
-    start = _index("start", start)
-    stop = num_child_rows if stop is None else _index("stop", stop)
+    start = row_index("start", start)
+    stop = num_child_rows if stop is None else row_index("stop", stop)
     if not 0 <= start <= stop <= num_child_rows:
         raise ValueError(
             f"need 0 <= start <= stop <= num_child_rows={num_child_rows}, "
@@ -167,12 +167,3 @@ def _fill_parents(
         if offset >= size:  # cannot happen for u < 1; a guard costs nothing
             offset = size - 1
         out[c - start] = first_row + offset
-
-
-def _index(name: str, value) -> int:
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        return int(operator.index(value))
-    except TypeError:
-        raise ValueError(f"{name} must be an integer row index, got {value!r}") from None

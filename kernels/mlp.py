@@ -34,43 +34,16 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from plurel_fast.config import ACTIVATIONS
+
 from plurel_fast.kernels import vmath
 
 # ---------------------------------------------------------------------------
 # Activation codes: the index in this tuple (SPEC §4.2 order).
 # ---------------------------------------------------------------------------
 
-ACTIVATION_NAMES = (
-    "relu",
-    "elu",
-    "selu",
-    "silu",
-    "softsign",
-    "tanh",
-    "sigmoid",
-    "hardswish",
-    "mish",
-    "leaky_relu",
-    "gelu",
-    "softplus",
-    "hardsigmoid",
-    "hardtanh",
-    "celu",
-    "tanhshrink",
-    "rrelu",
-    "logsigmoid",
-    "softshrink",
-    "hardshrink",
-    "identity",
-    "abs",
-    "sin",
-    "cos",
-    "sign",
-    "clamp",
-    "signed_log1p",
-    "bent_identity",
-    "random_sine",
-)
+# The names are the configuration's (plurel_fast.config.ACTIVATIONS).
+ACTIVATION_NAMES = ACTIVATIONS
 
 (
     RELU,

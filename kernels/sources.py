@@ -28,11 +28,11 @@ block (<10 % for ρ = 0.9). A row's value depends only on its block, so any
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 from numba import njit, prange
 
+from plurel_fast.kernels.args import row_index
 from plurel_fast.kernels.rng import beta, categorical, normal, subkey, uniform
 from plurel_fast.plan.sources import (
     CATEGORICAL_IID,
@@ -92,13 +92,13 @@ def source_values(bank, num_rows, start=0, stop=None, out=None) -> np.ndarray:
         If ``num_rows`` differs from the bank's, the range is outside
         ``[0, num_rows]``, or ``out`` does not fit.
     """
-    num_rows = _index("num_rows", num_rows)
+    num_rows = row_index("num_rows", num_rows)
     if num_rows != bank.num_rows:
         raise ValueError(
             f"num_rows={num_rows} but the bank was planned for {bank.num_rows} rows"
         )
-    start = _index("start", start)
-    stop = num_rows if stop is None else _index("stop", stop)
+    start = row_index("start", start)
+    stop = num_rows if stop is None else row_index("stop", stop)
     if not 0 <= start <= stop <= num_rows:
         raise ValueError(
             f"need 0 <= start <= stop <= num_rows={num_rows}, got start={start}, stop={stop}"
@@ -263,12 +263,3 @@ def _ts_fill(g, gk, num_rows, block_first, lo_r, hi_r, dst, col, row0):
         cycle = min(max(cycle_scale * math.sin((r / freq) * math.pi), lo), hi)
         noise = min(max(state, lo), hi)
         dst[r - row0, col] = (trend + cycle + noise) / 3.0
-
-
-def _index(name: str, value) -> int:
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        return int(operator.index(value))
-    except TypeError:
-        raise ValueError(f"{name} must be an integer row index, got {value!r}") from None

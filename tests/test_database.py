@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import plurel_fast.io.parquet as pqio
 from plurel_fast.database import Database, Table
 
 T0 = dt.datetime(2021, 3, 1)

@@ -21,15 +21,8 @@ from typing import Any, Callable
 import networkx as nx
 import numpy as np
 
-LAYOUTS: tuple[str, ...] = (
-    "ErdosRenyi",
-    "BarabasiAlbert",
-    "RandomTree",
-    "ReverseRandomTree",
-    "WattsStrogatz",
-    "RandomCauchy",
-    "Layered",
-)
+from plurel_fast.config import LAYOUTS
+
 
 _WEIGHT_SAMPLERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "gaussian": lambda rng, size: rng.standard_normal(size),

@@ -43,18 +43,12 @@ import math
 import msgspec
 import numpy as np
 
+from plurel_fast.config import INITIALIZATIONS
 from plurel_fast.kernels.mlp import ACTIVATION_NAMES, LINEAR, RANDOM_SINE
 
 ACTIVATION_CODES: dict[str, int] = {name: code for code, name in enumerate(ACTIVATION_NAMES)}
 
-INIT_NAMES = (
-    "kaiming_normal",
-    "kaiming_uniform",
-    "xavier_normal",
-    "xavier_uniform",
-    "trunc_normal",
-    "sparse",
-)
+INIT_NAMES = INITIALIZATIONS
 INIT_CODES: dict[str, int] = {name: code for code, name in enumerate(INIT_NAMES)}
 _TRUNC_NORMAL = INIT_CODES["trunc_normal"]
 _SPARSE = INIT_CODES["sparse"]
