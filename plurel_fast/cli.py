@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         "--preset", default=None, help="a named config preset instead of --config (default, v1.0.0)"
     )
     gen.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    gen.add_argument("--quiet", action="store_true", help="no per-table progress on stderr")
     gen.add_argument(
         "--chunk-rows", type=int, default=None, help="rows per kernel call (memory bound only)"
     )
@@ -62,7 +63,16 @@ def _generate(args) -> int:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     config = _load_config(args)
     t0 = time.perf_counter()
-    db = generate(args.seed, config, chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS)
+
+    def progress(table, done, total):
+        if not args.quiet:
+            print(f"  [{done}/{total}] {table.name}: {table.num_rows} rows, "
+                  f"{len(table.features)} features ({time.perf_counter() - t0:.1f} s)",
+                  file=sys.stderr, flush=True)
+
+    db = generate(
+        args.seed, config, chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS, on_table=progress
+    )
     t1 = time.perf_counter()
     db.save(out, overwrite=args.overwrite)
     t2 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
@@ -29,7 +30,11 @@ def package_version() -> str:
 
 
 def generate(
-    seed: int, config: Config | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    seed: int,
+    config: Config | None = None,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    on_table: Callable[[TablePlan, int, int], None] | None = None,
 ) -> Database:
     """Generate the synthetic database ``plurel-<seed>``.
 
@@ -45,6 +50,9 @@ def generate(
         Generation parameters; ``Config()`` (the reference's defaults) if omitted.
     chunk_rows : int
         Rows produced per kernel call; bounds working memory, never changes output.
+    on_table : callable, optional
+        Progress hook, called as ``on_table(table_plan, done, total)`` after each
+        table is generated (in generation order).
 
     Returns
     -------
@@ -60,10 +68,15 @@ def generate(
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     plan = plan_database(seed, config)
-    return execute(plan, chunk_rows=int(chunk_rows))
+    return execute(plan, chunk_rows=int(chunk_rows), on_table=on_table)
 
 
-def execute(plan: DatabasePlan, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Database:
+def execute(
+    plan: DatabasePlan,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    on_table: Callable[[TablePlan, int, int], None] | None = None,
+) -> Database:
     """Run a plan: every table's columns, parents before children.
 
     A table's raw SCM values are kept only until its last child table has read
@@ -84,6 +97,8 @@ def execute(plan: DatabasePlan, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Data
         if readers_left[name] > 0:
             raw[name] = values
         frames[name] = _assemble(plan, table, keys, values)
+        if on_table is not None:
+            on_table(table, len(frames), len(schema.order))
     tables = {
         t.name: Table(
             frames[t.name],
