@@ -151,7 +151,7 @@ def _fold_partials(agg, acc, lse_sum, partials, prows, slot, n_rows, dim):
 
 
 @njit(cache=True)
-def _encode(value_row, cats, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc,
+def _encode(value_row, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc,
             mlps, layers, weights, layer_scale, act_params, buf_a, buf_b):
     """enc[t] = encoder(value_row[t]): a table row for categories, else the MLP."""
     if table_off >= 0:
@@ -206,7 +206,7 @@ def _propagate_chunk(
                 _agg_init(a, acc, lse_sum, tn, dim)
                 for e in range(in_ptr[v], in_ptr[v + 1]):
                     u = edge_src[e]
-                    _encode(vals[u], num_categories[u], edge_mlp[e], edge_table[e], enc_tables,
+                    _encode(vals[u], edge_mlp[e], edge_table[e], enc_tables,
                             tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
                             buf_a, buf_b)
                     _fold_edge(a, acc, lse_sum, enc, edge_weight[e], tn, dim)
@@ -253,7 +253,7 @@ def _propagate_chunk(
 
 @njit(parallel=True, cache=True)
 def _collation_chunk(
-    values, num_categories, coll_mlp, coll_table, enc_tables, slot_aggs,
+    values, coll_mlp, coll_table, enc_tables, slot_aggs,
     mlps, layers, weights, layer_scale, act_params, max_width, dim, out,
 ):
     n_rows = values.shape[0]
@@ -274,7 +274,7 @@ def _collation_chunk(
         for i in range(k):
             for t in range(tn):
                 col[t] = values[t0 + t, i]
-            _encode(col, num_categories[i], coll_mlp[i], coll_table[i], enc_tables, tn, dim,
+            _encode(col, coll_mlp[i], coll_table[i], enc_tables, tn, dim,
                     x1, enc[i], mlps, layers, weights, layer_scale, act_params, buf_a, buf_b)
         for s in range(n_slots):
             a = slot_aggs[s]
@@ -365,10 +365,9 @@ def collation_partials(parent_plan, child_index: int, values: np.ndarray, slot_a
     out = np.empty((n, len(slot_aggs), dim), dtype=np.float32)
     if n == 0 or k == 0:
         return out
-    cats = parent_plan.num_categories[parent_plan.col_nodes]
     mlps, layers, weights, layer_scale, act_params, max_width = _bank(parent_plan)
     _collation_chunk(
-        values, cats.astype(np.int64), parent_plan.coll_mlp[child_index],
+        values, parent_plan.coll_mlp[child_index],
         parent_plan.coll_table[child_index], parent_plan.enc_tables,
         np.ascontiguousarray(slot_aggs, dtype=np.int64),
         mlps, layers, weights, layer_scale, act_params, max_width, dim, out,
