@@ -36,7 +36,7 @@ from numba import njit, prange
 
 from plurel_fast.config import ACTIVATIONS
 
-from plurel_fast.kernels import vmath
+from plurel_fast.kernels import simd, vmath
 
 # ---------------------------------------------------------------------------
 # Activation codes: the index in this tuple (SPEC §4.2 order).
@@ -372,54 +372,63 @@ def activate(code, x, params, p_off):
 def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
     """``dst[t, :out_dim] = src[t, :in_dim] @ W`` for ``t < n_rows`` (float32).
 
-    Four rows at a time share each load of a row of ``W``; the inner loop runs
-    over the output dimension on contiguous memory, so it vectorises. Row
-    views (slices) index from 0, which removes numba's negative-index
-    wrap-around test (it otherwise turns the loads into gathers). The
-    accumulation order (k = 0, 1, ...) is the same for every row, so a row's
-    bytes do not depend on the tiling. No ``fastmath``: FMA contraction would
-    be ~10% faster but would make the bytes depend on the CPU and on which
-    loop (four-row block or remainder) a row falls in.
+    Every output element is the fused chain ``acc = fma(x[k], W[k, j], acc)``
+    over k = 0, 1, ... (``kernels.simd``): 32- and 16-column blocks go through
+    the register-blocked micro-kernels, four rows at a time, the last columns
+    (e.g. the single output of a numerical decoder) through a scalar loop with
+    four independent chains. All paths give the same bytes, so a row's value
+    does not depend on the tiling, and on any CPU (explicit FMA, no
+    ``fastmath``). Rows of ``src`` and ``dst`` must be contiguous.
     """
+    col = 0
+    while col + 2 * simd.LANES <= out_dim:
+        t = 0
+        while t + simd.BLOCK_ROWS <= n_rows:
+            simd.fma_block_4x2(src, t, in_dim, weights, w_off, out_dim, col, dst)
+            t += simd.BLOCK_ROWS
+        while t < n_rows:
+            simd.fma_block_1x2(src, t, in_dim, weights, w_off, out_dim, col, dst)
+            t += 1
+        col += 2 * simd.LANES
+    if col + simd.LANES <= out_dim:
+        t = 0
+        while t + simd.BLOCK_ROWS <= n_rows:
+            simd.fma_block_4x1(src, t, in_dim, weights, w_off, out_dim, col, dst)
+            t += simd.BLOCK_ROWS
+        while t < n_rows:
+            simd.fma_block_1x1(src, t, in_dim, weights, w_off, out_dim, col, dst)
+            t += 1
+        col += simd.LANES
     w = weights[w_off : w_off + in_dim * out_dim]
-    t = 0
-    while t + 4 <= n_rows:
-        x0 = src[t]
-        x1 = src[t + 1]
-        x2 = src[t + 2]
-        x3 = src[t + 3]
-        a0 = dst[t]
-        a1 = dst[t + 1]
-        a2 = dst[t + 2]
-        a3 = dst[t + 3]
-        for j in range(out_dim):
-            a0[j] = _ZERO
-            a1[j] = _ZERO
-            a2[j] = _ZERO
-            a3[j] = _ZERO
-        for k in range(in_dim):
-            v0 = x0[k]
-            v1 = x1[k]
-            v2 = x2[k]
-            v3 = x3[k]
-            w_row = w[k * out_dim : (k + 1) * out_dim]
-            for j in range(out_dim):
-                wj = w_row[j]
-                a0[j] += v0 * wj
-                a1[j] += v1 * wj
-                a2[j] += v2 * wj
-                a3[j] += v3 * wj
-        t += 4
-    for r in range(t, n_rows):
-        x_row = src[r]
-        acc = dst[r]
-        for j in range(out_dim):
-            acc[j] = _ZERO
-        for k in range(in_dim):
-            xv = x_row[k]
-            w_row = w[k * out_dim : (k + 1) * out_dim]
-            for j in range(out_dim):
-                acc[j] += xv * w_row[j]
+    for j in range(col, out_dim):
+        t = 0
+        while t + 4 <= n_rows:
+            x0 = src[t]
+            x1 = src[t + 1]
+            x2 = src[t + 2]
+            x3 = src[t + 3]
+            a0 = _ZERO
+            a1 = _ZERO
+            a2 = _ZERO
+            a3 = _ZERO
+            for k in range(in_dim):
+                wk = w[k * out_dim + j]
+                a0 = simd.fma32(x0[k], wk, a0)
+                a1 = simd.fma32(x1[k], wk, a1)
+                a2 = simd.fma32(x2[k], wk, a2)
+                a3 = simd.fma32(x3[k], wk, a3)
+            dst[t, j] = a0
+            dst[t + 1, j] = a1
+            dst[t + 2, j] = a2
+            dst[t + 3, j] = a3
+            t += 4
+        while t < n_rows:
+            x0 = src[t]
+            a0 = _ZERO
+            for k in range(in_dim):
+                a0 = simd.fma32(x0[k], w[k * out_dim + j], a0)
+            dst[t, j] = a0
+            t += 1
 
 
 @njit(cache=True)

@@ -334,12 +334,24 @@ def naive_activation(name, x, sine_params=None):
 # ---------------------------------------------------------------------------
 
 
+def fma32(a, b, c):
+    """Elementwise float32 ``a * b + c`` with one rounding, from float64.
+
+    The float64 product of two float32 values is exact; the float64 sum is
+    rounded once more before float32, which differs from a single rounding
+    only when the sum falls exactly halfway between two float32 values after
+    the first rounding (probability ~2**-29 per operation).
+    """
+    exact = np.asarray(a, np.float64) * np.asarray(b, np.float64)
+    return (exact + np.asarray(c, np.float64)).astype(np.float32)
+
+
 def naive_mlp_forward(bank, mlp_id, x, activation_names, exact_matmul=True, activation=None):
     """Forward of MLP ``mlp_id`` of a frozen bank, layer by layer.
 
     Hidden layer: ``x <- clip(s * act(x @ W), -1e6, 1e6)``; last layer
     ``x @ W``. With ``exact_matmul`` the products are accumulated in float32
-    in the order k = 0, 1, ... (as the kernel does), so that discontinuous
+    by fused multiply-adds in the order k = 0, 1, ... (as the kernel does), so that discontinuous
     activations see the same pre-activations; the activations are float64
     rounded to float32. Returns float32 (N, out_dim).
     """
@@ -351,7 +363,7 @@ def naive_mlp_forward(bank, mlp_id, x, activation_names, exact_matmul=True, acti
         if exact_matmul:
             z = np.zeros((h.shape[0], cols), dtype=np.float32)
             for k in range(rows):
-                z = z + h[:, k : k + 1] * w[k][None, :]  # float32 multiply, then add
+                z = fma32(h[:, k : k + 1], w[k][None, :], z)
         else:
             z = (h.astype(np.float64) @ w.astype(np.float64)).astype(np.float32)
         if code < 0:
