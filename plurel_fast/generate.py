@@ -157,30 +157,45 @@ def _scm_values(plan, table: TablePlan, keys, raw, chunk_rows: int) -> np.ndarra
     node_slot = np.zeros(scm.num_nodes, dtype=np.int64)
     for slot, code in enumerate(slot_aggs):
         node_slot[scm.agg == code] = slot
-    partials, bases, fk_cols = [], [], []
-    base = 0
+    # Collation inputs per foreign key (SPEC §4.4 b), pre-aggregated per parent
+    # row: for a parent of at most chunk_rows rows once for the whole table,
+    # else per chunk for the parent rows that chunk references (so memory stays
+    # O(chunk_rows) however large the parent is).
+    foreign = []
     for fkey_col, parent_name in zip(table.fkey_cols, table.parents):
         parent = plan.schema.table(parent_name)
         if len(parent.features) == 0:
             continue
         parent_scm = plan.scms[parent.id]
         child_index = parent_scm.children.index(table.name)
-        partials.append(collation_partials(parent_scm, child_index, raw[parent_name], slot_aggs))
-        bases.append(base)
-        base += parent.num_rows
-        fk_cols.append(keys[fkey_col])
-    if partials:
-        stacked = np.concatenate(partials, axis=0)
-    else:
-        stacked = np.zeros((1, max(len(slot_aggs), 1), scm.emb_dim), dtype=np.float32)
-    fk_base = np.asarray(bases, dtype=np.int64)
+        whole = None
+        if parent.num_rows <= chunk_rows:
+            whole = collation_partials(parent_scm, child_index, raw[parent_name], slot_aggs)
+        foreign.append((keys[fkey_col], parent_scm, child_index, raw[parent_name], whole))
 
     noise = noise_tables_of(scm)
     for start, stop in _chunks(n, chunk_rows):
         src = source_values(scm.sources, n, start, stop)
-        fk_rows = np.empty((len(fk_cols), stop - start), dtype=np.int64)
-        for f, col in enumerate(fk_cols):
-            fk_rows[f] = col[start:stop]
+        fk_rows = np.empty((len(foreign), stop - start), dtype=np.int64)
+        fk_base = np.zeros(len(foreign), dtype=np.int64)
+        partials = []
+        base = 0
+        for f, (col, parent_scm, child_index, parent_values, whole) in enumerate(foreign):
+            if whole is not None:
+                part = whole
+                fk_rows[f] = col[start:stop]
+            else:
+                rows, fk_rows[f] = np.unique(col[start:stop], return_inverse=True)
+                part = collation_partials(parent_scm, child_index, parent_values[rows], slot_aggs)
+            partials.append(part)
+            fk_base[f] = base
+            base += len(part)
+        if len(partials) == 1:
+            stacked = partials[0]
+        elif partials:
+            stacked = np.concatenate(partials, axis=0)
+        else:
+            stacked = np.zeros((1, max(len(slot_aggs), 1), scm.emb_dim), dtype=np.float32)
         propagate(scm, start, stop, src, fk_rows, fk_base, stacked, node_slot, values[start:stop],
                   noise_tables=noise)
 

@@ -164,6 +164,17 @@ def test_byte_identical_across_threads_chunks_and_processes():
     assert a and a == b
 
 
+def test_parent_larger_than_a_chunk_gives_the_same_tables():
+    # parents of more than chunk_rows rows get their collation inputs per chunk,
+    # for the parent rows the chunk references; smaller ones once per table
+    for seed in (0, 3):
+        whole = plurel_fast.generate(seed, FEATURES)
+        chunked = plurel_fast.generate(seed, FEATURES, chunk_rows=7)
+        assert whole.table_dict.keys() == chunked.table_dict.keys()
+        for name, table in whole.table_dict.items():
+            assert table.df.equals(chunked.table_dict[name].df), (seed, name)
+
+
 FEATURES = Config(
     database_params=DatabaseParams(
         num_tables_choices=Choices("range", [3, 5]),
