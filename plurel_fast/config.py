@@ -208,12 +208,43 @@ class Choices(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         call. The 53-bit uniform makes the index bias below 1e-13.
         """
         u = rng.random()
+        value = self.value
         if self.kind == "set":
-            return self.value[int(u * len(self.value))]
-        lo, hi = self.value
-        if self.is_int_range:
+            return value[int(u * len(value))]
+        lo, hi = value
+        if isinstance(lo, int):
             return int(lo) + int(u * (int(hi) - int(lo) + 1))
         return float(lo) + (float(hi) - float(lo)) * u
+
+    def sample_many(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n independent draws at once: the values of n successive :meth:`sample` calls.
+
+        One ``rng.random(n)`` (the same uniforms as n calls of ``rng.random()``)
+        scaled by the same formulas, so the values, and the generator state
+        after, are exactly those of ``[self.sample(rng) for _ in range(n)]``.
+
+        Returns
+        -------
+        np.ndarray (n,)
+            int64 for an int range, float64 for a float range, and for a set
+            an object array of its (plain Python) values.
+        """
+        u = rng.random(n)
+        if self.kind == "set":
+            values = np.empty(len(self.value), dtype=object)
+            for i, v in enumerate(self.value):  # element by element: a value may be a list
+                values[i] = v
+            return values[(u * len(self.value)).astype(np.int64)]
+        lo, hi = self.value
+        if self.is_int_range:
+            return int(lo) + (u * (int(hi) - int(lo) + 1)).astype(np.int64)
+        return float(lo) + (float(hi) - float(lo)) * u
+
+    def sample_indices(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """For a set: the positions in ``value`` of n successive :meth:`sample` draws (int64)."""
+        if self.kind != "set":
+            raise ConfigError(f"sample_indices needs Choices(kind='set'), got {self!r}")
+        return (rng.random(n) * len(self.value)).astype(np.int64)
 
     def sample_pl(self, rng: np.random.Generator, exponent: float = 1.0) -> int:
         """Power-law draw on an int range: P(k) proportional to 1 / k**exponent."""

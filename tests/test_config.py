@@ -628,6 +628,34 @@ def test_set_is_uniform():
     assert stats.chisquare(observed).pvalue > 1e-4
 
 
+@pytest.mark.parametrize(
+    "ch",
+    [R(3, 7), R(-2, 2), R(0.25, 0.5), R(1.0, 1.0), S("a", "b", "c"), S(0.01, 0.1, 1, 10, 100), S([1, 2], "x")],
+    ids=["int", "negative-int", "float", "point", "names", "mixed-numbers", "lists"],
+)
+def test_sample_many_is_n_successive_samples(ch):
+    # one rng.random(n) is the same stream as n rng.random(): the values and
+    # the generator state after are exactly those of n sample calls
+    one_by_one, at_once = np.random.default_rng(9), np.random.default_rng(9)
+    want = [ch.sample(one_by_one) for _ in range(500)]
+    got = ch.sample_many(at_once, 500)
+    assert isinstance(got, np.ndarray) and got.shape == (500,)
+    assert got.tolist() == want
+    assert [type(v) for v in got.tolist()] == [type(v) for v in want]
+    assert one_by_one.random() == at_once.random()
+    if ch.kind == "set":
+        again = np.random.default_rng(9)
+        assert [ch.value[i] for i in ch.sample_indices(again, 500)] == want
+    else:
+        assert got.dtype == (np.int64 if ch.is_int_range else np.float64)
+    assert ch.sample_many(np.random.default_rng(0), 0).shape == (0,)
+
+
+def test_sample_indices_needs_a_set():
+    with pytest.raises(ValueError, match="sample_indices needs Choices"):
+        R(1, 3).sample_indices(np.random.default_rng(0), 3)
+
+
 def test_sample_pl_follows_inverse_k():
     rng = np.random.default_rng(3)
     lo, hi = 1, 8

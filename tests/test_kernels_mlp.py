@@ -26,7 +26,7 @@ from scipy import stats
 
 from plurel_fast.config import Choices
 from plurel_fast.kernels import mlp as K
-from plurel_fast.plan import mlp as plan_mlp
+from plurel_fast.kernels import weights as kernel_weights
 from plurel_fast.plan.mlp import (
     ACTIVATION_CODES,
     INIT_CODES,
@@ -687,15 +687,17 @@ def test_bulk_trunc_normal_shape():
 
 @pytest.mark.parametrize("chunk", [1, 100, 1000, 1 << 18])
 def test_bulk_chunking_keeps_layout_and_law(chunk, monkeypatch):
-    # Chunks hold whole matrices, so any chunk size (even below one matrix)
-    # gives every matrix its own shape, init and density.
-    monkeypatch.setattr(plan_mlp, "CHUNK_WEIGHTS", chunk)
-    rng = np.random.default_rng(5)
+    # Chunks (the threads' units of work) hold whole matrices and enter no
+    # draw: any chunk size, even below one matrix, gives the same bytes, and
+    # every matrix its own shape, init and density.
     shapes = [(32, 32), (1, 32), (32, 1), (3, 40), (33, 9)] * 40
     rows, cols = np.array(shapes).T
     inits = np.arange(len(shapes)) % len(INIT_NAMES)
     densities = np.linspace(0.3, 1.0, len(shapes))
-    flat = draw_matrices(rng, rows, cols, inits, densities)
+    reference = draw_matrices(np.random.default_rng(5), rows, cols, inits, densities)
+    monkeypatch.setattr(kernel_weights, "CHUNK_WEIGHTS", chunk)
+    flat = draw_matrices(np.random.default_rng(5), rows, cols, inits, densities)
+    assert np.array_equal(flat, reference)
     assert flat.dtype == np.float32 and flat.size == (rows * cols).sum()
     offsets = np.concatenate([[0], np.cumsum(rows * cols)])
     kept_frac, expected = [], []

@@ -8,32 +8,33 @@ collects them and :meth:`MlpBank.freeze` packs them into one
 ``plurel_fast.kernels.mlp`` walk (layout in that module's docstring).
 
 A default database has thousands of MLPs, tens of thousands of weight
-matrices and ~10^7 weights, so the bank draws in two phases:
-:meth:`MlpBank.add_mlp` and :meth:`MlpBank.add_embedding` only make the few
-scalar decisions of each MLP and remember the generator; :meth:`MlpBank.freeze`
-then draws every pending scale and weight with a handful of vectorised calls
-per chunk of ~10^5 weights (:func:`draw_matrices`).
+matrices and ~10^7 weights, so the bank works in bulk:
+:meth:`MlpBank.add_mlps` and :meth:`MlpBank.add_embeddings` make the scalar
+decisions of many MLPs / tables with a few vectorised draws, and
+:meth:`MlpBank.freeze` draws every pending scale with one call and every
+weight with one 64-bit key handed to the counter-based kernel
+``plurel_fast.kernels.weights`` (law and counters in its docstring).
 
 Order of the draws (it fixes the distribution, not the bytes, but stays fixed
 so a seed keeps its meaning):
 
-- :meth:`MlpBank.add_mlp`: ``L = mlp_num_layers_choices.sample(rng)``; for each
-  of the L weight matrices, in order, the init name
-  (``initialization_choices.sample``) then the density ``d``
-  (``mlp_weight_density_choices.sample``); for each of the L - 1 hidden layers,
-  in order, the activation name (``activation_choices.sample``), and for
-  ``random_sine`` then its ``m``, ``a``, ``f``, ``phi``
-  (:func:`random_sine_params`).
-- :meth:`MlpBank.add_embedding`: the init name.
+- :meth:`MlpBank.add_mlps` of n MLPs: one uniform per MLP for the layer
+  counts ``L_i`` (``mlp_num_layers_choices``); then, over the T = ΣL_i weight
+  matrices in order, one uniform each for the init (``initialization_choices``),
+  then one each for the density ``d`` (``mlp_weight_density_choices``); one
+  each for the activations of the T - n hidden layers
+  (``activation_choices``); then the parameters of the S ``random_sine``
+  layers among them (:func:`random_sine_params_many`).
+  :meth:`MlpBank.add_mlp` is ``add_mlps`` of one MLP.
+- :meth:`MlpBank.add_embeddings`: one uniform per table for its init.
 - :meth:`MlpBank.freeze`, for each generator in order of first use, over what
-  was added with it since the last freeze, in order of addition: one
-  ``rng.uniform(-1, 1, H)`` for the scales ``s = exp(u)`` of the H hidden
-  layers; then the weight matrices, then the embedding tables, each in chunks
-  of whole matrices of about ``CHUNK_WEIGHTS`` weights (:func:`draw_matrices`).
+  was added with it since the last freeze: one ``rng.uniform(-1, 1, H)`` for
+  the scales ``s = exp(u)`` of the H hidden layers; then one 64-bit key
+  (:func:`weight_key`) from which the kernel draws the weight matrices and
+  then the embedding tables, in order of addition.
 
-Each matrix is a deterministic function of the generator's state, drawn with
-the same law as the per-matrix reference :func:`init_matrix` followed by
-:func:`apply_density` (the tests compare the two).
+Each matrix has the law of the per-matrix reference :func:`init_matrix`
+followed by :func:`apply_density` (the tests compare the two).
 """
 
 from __future__ import annotations
@@ -43,32 +44,13 @@ import math
 import msgspec
 import numpy as np
 
-from plurel_fast.config import INITIALIZATIONS
 from plurel_fast.kernels.mlp import ACTIVATION_NAMES, LINEAR, RANDOM_SINE
+from plurel_fast.kernels.weights import INIT_NAMES, SPARSE_STD, SPARSITY, TRUNC_BOUND, draw_weights
 
 ACTIVATION_CODES: dict[str, int] = {name: code for code, name in enumerate(ACTIVATION_NAMES)}
-
-INIT_NAMES = INITIALIZATIONS
 INIT_CODES: dict[str, int] = {name: code for code, name in enumerate(INIT_NAMES)}
-_TRUNC_NORMAL = INIT_CODES["trunc_normal"]
-_SPARSE = INIT_CODES["sparse"]
 
-SPARSE_STD = 0.01
-SPARSITY = 0.5
-TRUNC_BOUND = 2.0
-
-# Per init code: whether its entries are scaled normals (else scaled U(-1, 1)),
-# and its scale sqrt(numerator / fan) with fan = fan_in·[uses fan_in] +
-# fan_out·[uses fan_out] (1 when neither): the std of the normal inits, the
-# bound of the uniform ones.
-_INIT_IS_NORMAL = np.array([True, False, True, False, True, True])
-_INIT_NUMERATOR = np.array([2.0, 6.0, 2.0, 6.0, 1.0, SPARSE_STD**2])
-_INIT_USES_FAN_IN = np.array([1, 1, 1, 1, 0, 0])
-_INIT_USES_FAN_OUT = np.array([0, 0, 1, 1, 0, 0])
-
-# Weights per chunk of :func:`draw_matrices`: bounds its temporaries (~30 bytes
-# a weight) to a few MB while the ~60 numpy calls of a chunk stay cheap.
-CHUNK_WEIGHTS = 1 << 18
+_LOG_SINE_FREQ = (math.log(0.1), math.log(10.0))
 
 
 def init_matrix(rng: np.random.Generator, name: str, rows: int, cols: int) -> np.ndarray:
@@ -159,26 +141,55 @@ def random_sine_params(rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([[m], amplitudes, freqs, phases]).astype(np.float32)
 
 
-def draw_matrices(rng: np.random.Generator, rows, cols, inits, densities=None) -> np.ndarray:
-    """Many weight matrices at once, each as :func:`init_matrix` then :func:`apply_density`.
+def random_sine_params_many(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The parameters of ``count`` ``random_sine`` activations, packed one after another.
 
-    The bulk path of :meth:`MlpBank.freeze`: the same law as the per-matrix
-    reference, with a handful of vectorised calls per chunk of matrices.
+    Each layer's block is ``[m, a[m], f[m], phi[m]]`` with the law of
+    :func:`random_sine_params`. Draws, in order: the ``count`` values of m;
+    then the a, the f and the phi of all layers (Σm draws each).
+
+    Returns
+    -------
+    params : float32 (Σ(1 + 3 m),)
+    offsets : int64 (count,)
+        Start of each layer's block in ``params``.
+    """
+    ms = rng.integers(3, 8, count)
+    total = int(ms.sum())
+    amplitudes = rng.standard_normal(total)
+    freqs = np.exp(rng.uniform(*_LOG_SINE_FREQ, total))
+    phases = rng.uniform(0.0, 2.0 * math.pi, total)
+    sizes = 1 + 3 * ms
+    offsets = _exclusive_cumsum(sizes)
+    params = np.empty(int(sizes.sum()), dtype=np.float32)
+    params[offsets] = ms
+    # position of the k-th parameter of layer l inside its block: 1 + k
+    within = np.arange(total) - np.repeat(_exclusive_cumsum(ms), ms)
+    base = np.repeat(offsets, ms) + 1 + within
+    m_of = np.repeat(ms, ms)
+    params[base] = amplitudes
+    params[base + m_of] = freqs
+    params[base + 2 * m_of] = phases
+    return params, offsets
+
+
+def weight_key(rng: np.random.Generator) -> np.uint64:
+    """One 64-bit key for ``kernels.weights.draw_weights``, from the planning generator."""
+    return rng.integers(0, 1 << 64, dtype=np.uint64)
+
+
+def draw_matrices(rng: np.random.Generator, rows, cols, inits, densities=None) -> np.ndarray:
+    """Many weight matrices at once, each with the law of :func:`init_matrix` then :func:`apply_density`.
+
+    Draws one key (:func:`weight_key`) and hands it to the counter-based
+    kernel ``plurel_fast.kernels.weights.draw_weights`` (same arguments
+    otherwise; law and counters in that module's docstring): the result is a
+    function of the generator's state alone, whatever the thread count.
 
     Parameters
     ----------
     rng : np.random.Generator
-        Planning generator. The matrices are cut into chunks of whole
-        matrices, a new chunk at the first matrix starting at or after each
-        multiple of ``CHUNK_WEIGHTS`` weights; per chunk it draws, in order:
-        one uniform per weight for the mask (if ``densities`` is given); for
-        each distinct row count R of the chunk's ``sparse`` matrices, in
-        increasing order, R rounds of one uniform per column that pick its
-        ceil(0.5 · R) zero rows (selection sampling); one array of float32
-        standard normals for the kept weights of the normal-type inits, then
-        redraws of the ``trunc_normal`` ones outside ±2 until none is left;
-        one array of float32 uniforms for the kept weights of the uniform-type
-        inits. Masked and sparse-zeroed weights draw no value.
+        Planning generator.
     rows, cols : int array (K,)
         Shapes, all >= 1; fan_in = cols, fan_out = rows (see :func:`init_matrix`).
     inits : int array (K,)
@@ -191,94 +202,7 @@ def draw_matrices(rng: np.random.Generator, rows, cols, inits, densities=None) -
     np.ndarray of float32, shape (sum(rows * cols),)
         The matrices one after another, each row-major (in, out).
     """
-    rows, cols, inits = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (rows, cols, inits))
-    if not rows.shape == cols.shape == inits.shape:
-        raise ValueError(
-            f"rows, cols and inits need one entry per matrix, got {rows.size}, {cols.size}, {inits.size}"
-        )
-    if rows.size and min(rows.min(), cols.min()) < 1:
-        raise ValueError(f"matrix shapes must be >= 1, got rows >= {rows.min()}, cols >= {cols.min()}")
-    if rows.size and not 0 <= inits.min() <= inits.max() < len(INIT_NAMES):
-        raise ValueError(
-            f"init codes must index INIT_NAMES (0..{len(INIT_NAMES) - 1}), got {inits.min()}..{inits.max()}"
-        )
-    if densities is not None:
-        densities = np.asarray(densities, dtype=np.float64).reshape(-1)
-        if densities.shape != rows.shape or not np.all((densities > 0.0) & (densities <= 1.0)):
-            raise ValueError(f"densities need one value in (0, 1] per matrix, got {densities!r}")
-    starts = _exclusive_cumsum(rows * cols, total=True)
-    out = np.empty(int(starts[-1]), dtype=np.float32)
-    cuts = np.searchsorted(starts[:-1], np.arange(0, out.size, CHUNK_WEIGHTS))
-    bounds = np.unique(np.append(cuts, rows.size)).tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        _draw_chunk(
-            rng, rows[a:b], cols[a:b], inits[a:b], None if densities is None else densities[a:b],
-            out[starts[a] : starts[b]],
-        )  # fmt: skip
-    return out
-
-
-def _draw_chunk(rng, rows, cols, inits, densities, out):
-    """:func:`draw_matrices` for one chunk, written into ``out``."""
-    sizes = rows * cols
-    starts = _exclusive_cumsum(sizes, total=True)
-    fan = cols * _INIT_USES_FAN_IN[inits] + rows * _INIT_USES_FAN_OUT[inits]
-    scale = np.sqrt(_INIT_NUMERATOR[inits] / np.maximum(fan, 1))
-    if densities is None:
-        keep = np.ones(out.size, dtype=bool)
-    else:
-        keep = rng.random(out.size) < np.repeat(densities, sizes)
-        scale = scale / densities
-    sparse = np.flatnonzero(inits == _SPARSE)
-    for num_rows in np.unique(rows[sparse]).tolist():
-        group = sparse[rows[sparse] == num_rows]
-        _drop_sparse_zeros(rng, keep, num_rows, cols[group], starts[group])
-    # Only the kept weights need a value (the normals are most of the cost):
-    # the others are 0 whatever it would be. float32 from here: the result is.
-    kept = np.flatnonzero(keep)
-    counts = np.diff(np.searchsorted(kept, starts))
-    is_normal = _INIT_IS_NORMAL[inits]
-    normal_entry = np.repeat(is_normal, counts)
-    values = np.empty(kept.size, dtype=np.float32)
-    normal_counts = counts[is_normal]
-    num_normal = int(normal_counts.sum())
-    if num_normal:
-        z = rng.standard_normal(num_normal, dtype=np.float32)
-        is_trunc = inits[is_normal] == _TRUNC_NORMAL
-        if is_trunc.any():
-            trunc = _ranges(_exclusive_cumsum(normal_counts)[is_trunc], normal_counts[is_trunc])
-            outside = trunc[np.abs(z[trunc]) > TRUNC_BOUND]
-            while outside.size:
-                z[outside] = rng.standard_normal(outside.size, dtype=np.float32)
-                outside = outside[np.abs(z[outside]) > TRUNC_BOUND]
-        values[normal_entry] = z
-    if num_normal < values.size:
-        u = rng.random(values.size - num_normal, dtype=np.float32)
-        values[~normal_entry] = u * np.float32(2.0) - np.float32(1.0)
-    values *= np.repeat(scale.astype(np.float32), counts)
-    out[:] = 0.0
-    out[kept] = values
-
-
-def _drop_sparse_zeros(rng, keep, num_rows: int, cols, starts) -> None:
-    """Clear ``keep`` at the zeros of ``sparse`` matrices with ``num_rows`` rows.
-
-    Every column gets its own uniform random set of ceil(0.5 · rows) zero
-    rows, by selection sampling (Knuth's Algorithm S) run on all columns at
-    once: row i is picked with probability (still to pick) / (rows - i),
-    from one uniform per row and column.
-    """
-    num_zeros = math.ceil(SPARSITY * num_rows)
-    num_cols = int(cols.sum())
-    at = _ranges(starts, cols)  # flat position of (row, column), starting at row 0
-    step = np.repeat(cols, cols)
-    to_pick = np.full(num_cols, num_zeros, dtype=np.float64)
-    for row in range(num_rows):
-        # u · (rows left) < (zeros left): certain once every row left must be zero
-        picked = rng.random(num_cols) * (num_rows - row) < to_pick
-        to_pick -= picked
-        keep[at[picked]] = False
-        at += step
+    return draw_weights(weight_key(rng), rows, cols, inits, densities)
 
 
 def _exclusive_cumsum(values, total: bool = False) -> np.ndarray:
@@ -401,24 +325,18 @@ class MlpBank:
     """
 
     def __init__(self):
-        # one entry per layer; init -1 and rng -1 mark a given matrix
-        self._rows: list[int] = []
-        self._cols: list[int] = []
-        self._act: list[int] = []
-        self._act_offset: list[int] = []
-        self._scale: list[float] = []  # NaN: drawn by freeze
-        self._init: list[int] = []
-        self._density: list[float] = []
-        self._layer_rng: list[int] = []
+        # one entry per layer; init -1 and rng -1 mark a given matrix, scale
+        # NaN one drawn by freeze
+        self._layers = _Columns(
+            rows=np.int64, cols=np.int64, act=np.int64, act_offset=np.int64, scale=np.float64,
+            init=np.int64, density=np.float64, rng=np.int64,
+        )  # fmt: skip
         self._given: dict[int, np.ndarray] = {}
-        self._mlps: list[tuple[int, int]] = []
+        self._mlps = _Columns(first=np.int64, count=np.int64)
         self._act_params: list[np.ndarray] = []
         self._num_act_params = 0
         # one entry per embedding table
-        self._table_rows: list[int] = []
-        self._table_cols: list[int] = []
-        self._table_init: list[int] = []
-        self._table_rng: list[int] = []
+        self._tables = _Columns(rows=np.int64, cols=np.int64, init=np.int64, rng=np.int64)
         self._given_tables: dict[int, np.ndarray] = {}
         # generators in order of first use, and the last one (the usual case)
         self._rngs: list[np.random.Generator] = []
@@ -432,103 +350,91 @@ class MlpBank:
 
     @property
     def num_mlps(self) -> int:
-        return len(self._mlps)
+        return self._mlps.size
 
     @property
     def num_embeddings(self) -> int:
-        return len(self._table_rows)
+        return self._tables.size
 
     def add_mlp(self, rng: np.random.Generator, in_dim: int, hid_dim: int, out_dim: int, scm_params) -> int:
         """Plan one MLP ``in_dim → hid_dim → … → hid_dim → out_dim`` (SPEC §4.2).
 
+        :meth:`add_mlps` of a single MLP; returns its id.
+        """
+        in_dim, out_dim = _dim("in_dim", in_dim), _dim("out_dim", out_dim)
+        return int(self.add_mlps(rng, [in_dim], hid_dim, [out_dim], scm_params)[0])
+
+    def add_mlps(self, rng: np.random.Generator, in_dims, hid_dim: int, out_dims, scm_params) -> np.ndarray:
+        """Plan n MLPs ``in_dims[i] → hid_dim → … → hid_dim → out_dims[i]`` (SPEC §4.2).
+
         Draws the layer count, the init and density of every weight matrix and
-        the activation of every hidden layer now; :meth:`freeze` draws the
-        scales and weights from the same ``rng``.
+        the activation (and ``random_sine`` parameters) of every hidden layer
+        now, a few vectorised calls for all n; :meth:`freeze` draws the scales
+        and weights from the same ``rng``. Nothing is added if anything fails.
 
         Parameters
         ----------
         rng : np.random.Generator
             Planning generator; draw order in the module docstring.
-        in_dim, hid_dim, out_dim : int
-            Widths, each >= 1.
+        in_dims, out_dims : int array (n,)
+            First and last widths, each >= 1.
+        hid_dim : int
+            Hidden width, >= 1.
         scm_params : SCMParams-like
-            Reads ``mlp_num_layers_choices``, ``initialization_choices``,
-            ``mlp_weight_density_choices`` and ``activation_choices`` (each with
-            ``.sample(rng)``); inits and activations are given by name.
+            Reads the :class:`~plurel_fast.config.Choices`
+            ``mlp_num_layers_choices``, ``initialization_choices``,
+            ``mlp_weight_density_choices`` and ``activation_choices`` (the
+            last two sets of names).
 
         Returns
         -------
-        int
-            The MLP id.
+        int64 array (n,)
+            The MLP ids, consecutive.
         """
-        if type(in_dim) is not int or type(hid_dim) is not int or type(out_dim) is not int or (
-            min(in_dim, hid_dim, out_dim) < 1
-        ):  # the slow path: accepts numpy integers, names what is wrong
-            in_dim, hid_dim, out_dim = (
-                _dim("in_dim", in_dim), _dim("hid_dim", hid_dim), _dim("out_dim", out_dim)
-            )  # fmt: skip
+        in_dims, out_dims = _dims("in_dims", in_dims), _dims("out_dims", out_dims)
+        if in_dims.shape != out_dims.shape:
+            raise ValueError(
+                f"in_dims and out_dims need one entry per MLP, got {in_dims.size} and {out_dims.size}"
+            )
+        hid_dim = _dim("hid_dim", hid_dim)
+        n = in_dims.size
+        first_id = self._mlps.size
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
         rng_id = self._last_rng_id if rng is self._last_rng else self._use_rng(rng)
-        num_layers = scm_params.mlp_num_layers_choices.sample(rng)
-        if type(num_layers) is not int or num_layers < 1:
-            num_layers = _num_layers(num_layers)
-        sample_init = scm_params.initialization_choices.sample
-        sample_density = scm_params.mlp_weight_density_choices.sample
-        inits, densities = [], []
-        for _ in range(num_layers):
-            name = sample_init(rng)
-            code = INIT_CODES.get(name) if isinstance(name, str) else None
-            if code is None:
-                raise ValueError(
-                    f"initialization_choices produced {name!r}; known initializations: "
-                    f"{', '.join(INIT_NAMES)}"
-                )
-            density = float(sample_density(rng))
-            if not 0.0 < density <= 1.0:
-                raise ValueError(
-                    f"mlp_weight_density_choices produced {density}; a density must be in (0, 1]"
-                )
-            inits.append(code)
-            densities.append(density)
-        sample_act = scm_params.activation_choices.sample
-        acts, act_offsets, act_params = [], [], []
-        num_act_params = self._num_act_params
-        for _ in range(num_layers - 1):
-            name = sample_act(rng)
-            code = ACTIVATION_CODES.get(name) if isinstance(name, str) else None
-            if code is None:
-                raise ValueError(
-                    f"activation_choices produced {name!r}; known activations: "
-                    f"{', '.join(ACTIVATION_NAMES)}"
-                )
-            acts.append(code)
-            if code == RANDOM_SINE:
-                params = random_sine_params(rng)
-                act_offsets.append(num_act_params)
-                act_params.append(params)
-                num_act_params += params.size
-            else:
-                act_offsets.append(-1)
-        acts.append(LINEAR)
-        act_offsets.append(-1)
+        num_layers = _num_layers(scm_params.mlp_num_layers_choices.sample_many(rng, n))
+        total = int(num_layers.sum())
+        inits = _codes(scm_params.initialization_choices, "initialization_choices", INIT_CODES, rng, total)
+        densities = _densities(scm_params.mlp_weight_density_choices.sample_many(rng, total))
+        ends = np.cumsum(num_layers)
+        starts = ends - num_layers
+        last = np.zeros(total, dtype=bool)
+        last[ends - 1] = True
+        hidden = ~last
+        acts = _codes(scm_params.activation_choices, "activation_choices", ACTIVATION_CODES, rng, total - n)
+        sine = np.flatnonzero(acts == RANDOM_SINE)
+        params, offsets = random_sine_params_many(rng, sine.size)
         # nothing below can fail: the bank changes only now
-        self._init.extend(inits)
-        self._density.extend(densities)
-        self._act.extend(acts)
-        self._act_offset.extend(act_offsets)
-        if act_params:
-            self._act_params.extend(act_params)
-            self._num_act_params = num_act_params
-        first = len(self._rows)
-        hidden = num_layers - 1
-        self._rows.append(in_dim)
-        self._rows.extend([hid_dim] * hidden)
-        self._cols.extend([hid_dim] * hidden)
-        self._cols.append(out_dim)
-        self._scale.extend([math.nan] * hidden)
-        self._scale.append(1.0)
-        self._layer_rng.extend([rng_id] * num_layers)
-        self._mlps.append((first, num_layers))
-        return len(self._mlps) - 1
+        rows = np.full(total, hid_dim, dtype=np.int64)
+        rows[starts] = in_dims
+        cols = np.full(total, hid_dim, dtype=np.int64)
+        cols[ends - 1] = out_dims
+        act = np.full(total, LINEAR, dtype=np.int64)
+        act[hidden] = acts
+        act_offset = np.full(total, -1, dtype=np.int64)
+        if sine.size:
+            hidden_offset = np.full(total - n, -1, dtype=np.int64)
+            hidden_offset[sine] = self._num_act_params + offsets
+            act_offset[hidden] = hidden_offset
+            self._act_params.append(params)
+            self._num_act_params += params.size
+        first_layer = self._layers.size
+        self._layers.append(
+            total, rows=rows, cols=cols, act=act, act_offset=act_offset,
+            scale=np.where(last, 1.0, math.nan), init=inits, density=densities, rng=rng_id,
+        )  # fmt: skip
+        self._mlps.append(n, first=first_layer + starts, count=num_layers)
+        return np.arange(first_id, first_id + n, dtype=np.int64)
 
     def add_mlp_layers(self, matrices, activations, scales=None, act_params=None) -> int:
         """Add an MLP with given weights (tests, benchmarks, hand-built SCMs).
@@ -585,65 +491,62 @@ class MlpBank:
                         f"got shape {p.shape}"
                     )
                 act_params[layer] = p
-        first = len(self._rows)
+        first = self._layers.size
+        codes, offsets = [], []
         for layer, w in enumerate(matrices):
-            code, offset, scale = LINEAR, -1, 1.0
+            code, offset = LINEAR, -1
             if layer < num_layers - 1:
-                code, scale = ACTIVATION_CODES[activations[layer]], scales[layer]
+                code = ACTIVATION_CODES[activations[layer]]
                 if code == RANDOM_SINE:
                     offset = self._num_act_params
                     self._act_params.append(act_params[layer])
                     self._num_act_params += act_params[layer].size
             self._given[first + layer] = w
-            self._rows.append(w.shape[0])
-            self._cols.append(w.shape[1])
-            self._act.append(code)
-            self._act_offset.append(offset)
-            self._scale.append(scale)
-            self._init.append(-1)
-            self._density.append(1.0)
-            self._layer_rng.append(-1)
-        self._mlps.append((first, num_layers))
-        return len(self._mlps) - 1
+            codes.append(code)
+            offsets.append(offset)
+        self._layers.append(
+            num_layers, rows=[w.shape[0] for w in matrices], cols=[w.shape[1] for w in matrices],
+            act=codes, act_offset=offsets, scale=scales + [1.0], init=-1, density=1.0, rng=-1,
+        )  # fmt: skip
+        self._mlps.append(1, first=first, count=num_layers)
+        return self._mlps.size - 1
 
     def add_embedding(self, rng: np.random.Generator, num_categories: int, dim: int, scm_params) -> int:
-        """Plan one embedding table (num_categories × dim) (SPEC §4.2).
+        """Plan one embedding table (num_categories × dim): :meth:`add_embeddings` of one."""
+        num_categories = _dim("num_categories", num_categories)
+        return int(self.add_embeddings(rng, [num_categories], dim, scm_params)[0])
 
-        The init is picked from ``scm_params.initialization_choices`` now and
-        applied by :meth:`freeze` (same ``rng``) with fan_in = ``dim``, fan_out =
-        ``num_categories``; no density mask.
+    def add_embeddings(self, rng: np.random.Generator, num_categories, dim: int, scm_params) -> np.ndarray:
+        """Plan n embedding tables (num_categories[i] × dim) (SPEC §4.2).
+
+        The inits are picked from ``scm_params.initialization_choices`` now
+        (one uniform each) and applied by :meth:`freeze` (same ``rng``) with
+        fan_in = ``dim``, fan_out = ``num_categories[i]``; no density mask.
 
         Returns
         -------
-        int
-            The embedding table id.
+        int64 array (n,)
+            The embedding table ids, consecutive.
         """
-        if type(num_categories) is not int or type(dim) is not int or min(num_categories, dim) < 1:
-            num_categories, dim = _dim("num_categories", num_categories), _dim("dim", dim)
+        num_categories = _dims("num_categories", num_categories)
+        dim = _dim("dim", dim)
+        n = num_categories.size
+        first_id = self._tables.size
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
         rng_id = self._last_rng_id if rng is self._last_rng else self._use_rng(rng)
-        name = scm_params.initialization_choices.sample(rng)
-        code = INIT_CODES.get(name) if isinstance(name, str) else None
-        if code is None:
-            raise ValueError(
-                f"initialization_choices produced {name!r}; known initializations: {', '.join(INIT_NAMES)}"
-            )
-        self._table_rows.append(num_categories)
-        self._table_cols.append(dim)
-        self._table_init.append(code)
-        self._table_rng.append(rng_id)
-        return len(self._table_rows) - 1
+        inits = _codes(scm_params.initialization_choices, "initialization_choices", INIT_CODES, rng, n)
+        self._tables.append(n, rows=num_categories, cols=dim, init=inits, rng=rng_id)
+        return np.arange(first_id, first_id + n, dtype=np.int64)
 
     def add_embedding_table(self, table) -> int:
         """Add a given embedding table, shape (num_categories, dim); returns its id."""
         table = np.ascontiguousarray(table, dtype=np.float32)
         if table.ndim != 2 or min(table.shape) < 1:
             raise ValueError(f"an embedding table must be 2-D and non-empty, got shape {table.shape}")
-        self._given_tables[len(self._table_rows)] = table
-        self._table_rows.append(table.shape[0])
-        self._table_cols.append(table.shape[1])
-        self._table_init.append(-1)
-        self._table_rng.append(-1)
-        return len(self._table_rows) - 1
+        self._given_tables[self._tables.size] = table
+        self._tables.append(1, rows=table.shape[0], cols=table.shape[1], init=-1, rng=-1)
+        return self._tables.size - 1
 
     def freeze(self) -> MlpBankArrays:
         """Draw what is pending, then pack everything into an :class:`MlpBankArrays`.
@@ -653,28 +556,29 @@ class MlpBank:
         anything returns equal arrays.
         """
         self._draw_pending()
-        layers = np.zeros((len(self._rows), 5), dtype=np.int64)
-        layers[:, 1] = self._rows
-        layers[:, 2] = self._cols
-        layers[:, 3] = self._act
-        layers[:, 4] = self._act_offset
+        column, t_column = self._layers.column, self._tables.column
+        layers = np.zeros((self._layers.size, 5), dtype=np.int64)
+        layers[:, 1] = column("rows")
+        layers[:, 2] = column("cols")
+        layers[:, 3] = column("act")
+        layers[:, 4] = column("act_offset")
         sizes = layers[:, 1] * layers[:, 2]
         np.cumsum(sizes[:-1], out=layers[1:, 0])
-        emb_offsets = np.zeros((len(self._table_rows), 3), dtype=np.int64)
-        emb_offsets[:, 1] = self._table_rows
-        emb_offsets[:, 2] = self._table_cols
+        emb_offsets = np.zeros((self._tables.size, 3), dtype=np.int64)
+        emb_offsets[:, 1] = t_column("rows")
+        emb_offsets[:, 2] = t_column("cols")
         np.cumsum(emb_offsets[:-1, 1] * emb_offsets[:-1, 2], out=emb_offsets[1:, 0])
         return MlpBankArrays(
             weights=_flat(self._weight_blocks),
             layers=layers,
-            layer_scale=np.asarray(self._scale, dtype=np.float32).reshape(-1),
+            layer_scale=column("scale").astype(np.float32),
             act_params=_flat(self._act_params),
-            mlps=np.asarray(self._mlps, dtype=np.int64).reshape(-1, 2),
+            mlps=np.column_stack([self._mlps.column("first"), self._mlps.column("count")]),
             emb_offsets=emb_offsets,
             emb_weights=_flat(self._table_blocks),
-            layer_init=np.asarray(self._init, dtype=np.int64).reshape(-1),
-            layer_density=np.asarray(self._density, dtype=np.float32).reshape(-1),
-            emb_init=np.asarray(self._table_init, dtype=np.int64).reshape(-1),
+            layer_init=column("init").copy(),
+            layer_density=column("density").astype(np.float32),
+            emb_init=t_column("init").copy(),
             max_width=int(layers[:, 1:3].max(initial=1)),
         )
 
@@ -694,46 +598,75 @@ class MlpBank:
     def _draw_pending(self) -> None:
         """Draw the scales and matrices added since the last freeze, per generator."""
         first_layer, first_table = self._layers_drawn, self._tables_drawn
-        if first_layer == len(self._rows) and first_table == len(self._table_rows):
+        if first_layer == self._layers.size and first_table == self._tables.size:
             return
-        rows = np.asarray(self._rows[first_layer:], dtype=np.int64)
-        cols = np.asarray(self._cols[first_layer:], dtype=np.int64)
-        inits = np.asarray(self._init[first_layer:], dtype=np.int64)
-        densities = np.asarray(self._density[first_layer:], dtype=np.float64)
-        scales = np.asarray(self._scale[first_layer:], dtype=np.float64)
-        layer_rng = np.asarray(self._layer_rng[first_layer:], dtype=np.int64)
-        t_rows = np.asarray(self._table_rows[first_table:], dtype=np.int64)
-        t_cols = np.asarray(self._table_cols[first_table:], dtype=np.int64)
-        t_inits = np.asarray(self._table_init[first_table:], dtype=np.int64)
-        t_rng = np.asarray(self._table_rng[first_table:], dtype=np.int64)
+        column, t_column = self._layers.column, self._tables.column
+        rows, cols = column("rows")[first_layer:], column("cols")[first_layer:]
+        inits, densities = column("init")[first_layer:], column("density")[first_layer:]
+        scales = column("scale")[first_layer:]  # a view: the scales are drawn in place
+        layer_rng = column("rng")[first_layer:]
+        t_rows, t_cols = t_column("rows")[first_table:], t_column("cols")[first_table:]
+        t_inits, t_rng = t_column("init")[first_table:], t_column("rng")[first_table:]
         sizes, t_sizes = rows * cols, t_rows * t_cols
         weights = np.empty(int(sizes.sum()), dtype=np.float32)
         tables = np.empty(int(t_sizes.sum()), dtype=np.float32)
         for rng_id, rng in enumerate(self._rngs):
-            mine = layer_rng == rng_id
+            mine, t_mine = layer_rng == rng_id, t_rng == rng_id
+            num_mine, num_t_mine = int(mine.sum()), int(t_mine.sum())
+            if not num_mine + num_t_mine:
+                continue
             hidden = mine & np.isnan(scales)
             if hidden.any():
                 scales[hidden] = np.exp(rng.uniform(-1.0, 1.0, int(hidden.sum())))
-            if mine.any():
-                drawn = draw_matrices(rng, rows[mine], cols[mine], inits[mine], densities[mine])
-                weights = _place(weights, drawn, sizes, mine)
-            mine = t_rng == rng_id
-            if mine.any():
-                drawn = draw_matrices(rng, t_rows[mine], t_cols[mine], t_inits[mine])
-                tables = _place(tables, drawn, t_sizes, mine)
+            # layers then tables, in one call of the kernel (tables: no mask)
+            drawn = draw_weights(
+                weight_key(rng),
+                np.concatenate([rows[mine], t_rows[t_mine]]),
+                np.concatenate([cols[mine], t_cols[t_mine]]),
+                np.concatenate([inits[mine], t_inits[t_mine]]),
+                np.concatenate([densities[mine], np.ones(num_t_mine)]),
+            )
+            split = int(sizes[mine].sum())
+            weights = _place(weights, drawn[:split], sizes, mine)
+            tables = _place(tables, drawn[split:], t_sizes, t_mine)
         _place_given(weights, sizes, self._given, first_layer)
         _place_given(tables, t_sizes, self._given_tables, first_table)
-        self._scale[first_layer:] = scales.tolist()
         self._weight_blocks.append(weights)
         self._table_blocks.append(tables)
-        self._layers_drawn, self._tables_drawn = len(self._rows), len(self._table_rows)
+        self._layers_drawn, self._tables_drawn = self._layers.size, self._tables.size
 
     def __repr__(self) -> str:
         return (
-            f"MlpBank({self.num_mlps} mlps, {len(self._rows)} layers, "
+            f"MlpBank({self.num_mlps} mlps, {self._layers.size} layers, "
             f"{self.num_embeddings} embedding tables; "
-            f"{len(self._rows) - self._layers_drawn} layers not drawn yet)"
+            f"{self._layers.size - self._layers_drawn} layers not drawn yet)"
         )
+
+
+class _Columns:
+    """A table of named numpy columns grown by whole blocks of rows.
+
+    Appending keeps each block as given (no per-row Python objects); reading
+    a column joins its blocks once, in place, and returns the stored array.
+    """
+
+    def __init__(self, **dtypes):
+        self._dtypes = dtypes
+        self._blocks: dict[str, list[np.ndarray]] = {name: [] for name in dtypes}
+        self.size = 0
+
+    def append(self, n: int, **columns) -> None:
+        """Append n rows; each column is given as n values or one scalar for all."""
+        for name, dtype in self._dtypes.items():
+            values = np.array(columns[name], dtype=dtype)  # a copy: the caller keeps its array
+            self._blocks[name].append(np.full(n, values) if values.ndim == 0 else values.reshape(n))
+        self.size += n
+
+    def column(self, name: str) -> np.ndarray:
+        blocks = self._blocks[name]
+        if len(blocks) != 1:
+            blocks[:] = [np.concatenate(blocks) if blocks else np.zeros(0, self._dtypes[name])]
+        return blocks[0]
 
 
 def _place(out: np.ndarray, drawn: np.ndarray, sizes: np.ndarray, mine: np.ndarray) -> np.ndarray:
@@ -772,14 +705,67 @@ def _dim(name: str, value) -> int:
     return int(value)
 
 
-def _num_layers(value) -> int:
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, float, np.number))
-        or int(value) != value
-        or value < 1
+def _dims(name: str, values) -> np.ndarray:
+    """``values`` as an int64 array (n,) of integers >= 1, or a ValueError naming ``name``."""
+    array = np.asarray(values)
+    if array.ndim != 1 or not (array.dtype.kind in "iu" or array.size == 0) or (
+        array.size and array.min() < 1
     ):
+        bad = [
+            v for v in np.ravel(array).tolist() if isinstance(v, bool) or not isinstance(v, int) or v < 1
+        ]
+        raise ValueError(f"{name} must be integers >= 1, got {bad[0] if bad else values!r}")
+    return array.astype(np.int64, copy=False)
+
+
+def _num_layers(values: np.ndarray) -> np.ndarray:
+    """Layer counts drawn from ``mlp_num_layers_choices`` as int64, checked."""
+    if values.dtype.kind in "iu" and (values.size == 0 or values.min() >= 1):
+        return values.astype(np.int64, copy=False)
+    for value in values.tolist():
+        if (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (int, float, np.number))
+            or not math.isfinite(value)
+            or int(value) != value
+            or value < 1
+        ):
+            raise ValueError(
+                f"mlp_num_layers_choices produced {value!r}; an MLP needs an integer >= 1 layers"
+            )
+    return values.astype(np.int64)
+
+
+def _densities(values: np.ndarray) -> np.ndarray:
+    """Densities drawn from ``mlp_weight_density_choices`` as float64, checked."""
+    try:
+        densities = values.astype(np.float64)
+    except (TypeError, ValueError):
+        densities = np.full(values.size, math.nan)
+    bad = ~((densities > 0.0) & (densities <= 1.0))
+    if bad.any():
+        value = values.tolist()[int(np.argmax(bad))]
         raise ValueError(
-            f"mlp_num_layers_choices produced {value!r}; an MLP needs an integer >= 1 layers"
+            f"mlp_weight_density_choices produced {value!r}; a density must be in (0, 1]"
         )
-    return int(value)
+    return densities
+
+
+def _codes(choices, field: str, codes: dict[str, int], rng: np.random.Generator, n: int) -> np.ndarray:
+    """n names drawn from the set ``choices``, as their codes (int64).
+
+    Every name of the set is looked up once per call, not once per draw; a
+    name outside ``codes`` is an error only once drawn.
+    """
+    if getattr(choices, "kind", None) != "set":
+        raise ValueError(f"{field} must be Choices(kind='set', value=[...]) of names, got {choices!r}")
+    lookup = np.array(
+        [codes.get(v, -1) if isinstance(v, str) else -1 for v in choices.value], dtype=np.int64
+    )
+    drawn = choices.sample_indices(rng, n)
+    out = lookup[drawn]
+    if out.size and out.min() < 0:
+        name = choices.value[drawn[np.argmax(out < 0)]]
+        known = "initializations" if codes is INIT_CODES else "activations"
+        raise ValueError(f"{field} produced {name!r}; known {known}: {', '.join(codes)}")
+    return out

@@ -32,7 +32,7 @@ from plurel_fast.kernels.scm import encoder_tables
 from plurel_fast.plan.layouts import build_dag
 from plurel_fast.plan.mlp import MlpBank, MlpBankArrays
 from plurel_fast.plan.post import QuantizePlan, plan_quantization
-from plurel_fast.plan.rng import plan_rng, stream_key
+from plurel_fast.plan.rng import plan_rng, seed_sequence
 from plurel_fast.plan.schema import ACTIVITY, TablePlan
 from plurel_fast.plan.sources import SourceBank, plan_categorical_source, plan_numerical_source
 
@@ -140,15 +140,21 @@ class ScmPlan(msgspec.Struct, frozen=True):
         return np.unique(self.agg[~self.is_source]).astype(np.int64)
 
 
-def _categorical_encoder_table(bank: MlpBank, rng, num_categories: int, emb_dim: int, scm_params):
-    """Plan a categorical encoder (embedding + MLP 32 -> 32); return (emb_id, mlp_id)."""
-    emb_id = bank.add_embedding(rng, num_categories, emb_dim, scm_params)
-    mlp_id = bank.add_mlp(rng, emb_dim, emb_dim, emb_dim, scm_params)
-    return emb_id, mlp_id
-
-
 def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
-    """Draw the SCM of ``table`` (SPEC §4.1-4.3) from its own planning stream."""
+    """Draw the SCM of ``table`` (SPEC §4.1-4.3) from its own planning stream.
+
+    Order of the draws from the table's stream: the mode, the layout, the
+    column-node share, the DAG, the column nodes; one stype per non-column
+    node, then the category counts of the categorical ones; per inner node
+    (in node order) the noise α's, then the noise β's, then the aggregations;
+    then the MLPs of all decoders (inner nodes in order), collation encoders
+    (child by child, column by column) and edge encoders (edges by child,
+    then parent), with one :meth:`MlpBank.add_mlps` call; then the embedding
+    tables of the categorical decoders and encoders in the same order, with
+    one :meth:`MlpBank.add_embeddings`; the weights at :meth:`MlpBank.freeze`.
+    Each draw of a kind is i.i.d., so batching them keeps the law of one
+    node, edge or MLP at a time (SPEC §4.1-4.2).
+    """
     p = config.scm_params
     rng = plan_rng(seed, "table", table.id, "scm")
     emb_dim = int(p.mlp_emb_dim)
@@ -165,64 +171,63 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
     # Semantic type of every node: columns take their column's, others are drawn.
     sem_categories = np.zeros(n, dtype=np.int64)
     col_of_node = np.full(n, NO_ID, dtype=np.int64)
-    for i, v in enumerate(col_nodes):
-        col_of_node[v] = i
-        sem_categories[v] = table.features[i].num_categories
-    for v in range(n):
-        if col_of_node[v] == NO_ID:
-            if p.col_stype_choices.sample(rng) == "categorical":
-                sem_categories[v] = int(p.num_categories_choices.sample(rng))
+    col_of_node[col_nodes] = np.arange(k)
+    sem_categories[col_nodes] = [c.num_categories for c in table.features]
+    others = np.flatnonzero(col_of_node == NO_ID)
+    categorical = others[p.col_stype_choices.sample_many(rng, others.size) == "categorical"]
+    sem_categories[categorical] = p.num_categories_choices.sample_many(rng, categorical.size)
     num_categories = np.zeros(n, dtype=np.int64) if lazy else sem_categories
 
     in_degree = dag.in_degree()
     is_source = in_degree == 0
-    bank = MlpBank()
+    inner = np.flatnonzero(~is_source)
     agg = np.zeros(n, dtype=np.int64)
     noise_alpha = np.ones(n)
     noise_beta = np.ones(n)
-    dec_mlp = np.full(n, NO_ID, dtype=np.int64)
-    dec_emb = np.full(n, NO_ID, dtype=np.int64)
-    children = tuple(table.children)
-    coll_mlp = np.full((len(children), k), NO_ID, dtype=np.int64)
-    coll_table = np.full((len(children), k), NO_ID, dtype=np.int64)
-
-    # Categorical encoders become tables once the bank is frozen; until then an
-    # encoder slot holds the marker -2 - index into ``pending``.
-    pending: list[tuple[int, int]] = []  # (emb_id, mlp_id)
-
-    def encoder(v):
-        """An encoder for node v's values: (mlp_id, -1) or (-1, table marker)."""
-        cats = int(num_categories[v])
-        if cats == 0:
-            return bank.add_mlp(rng, int(p.mlp_in_dim), emb_dim, emb_dim, p), NO_ID
-        pending.append(_categorical_encoder_table(bank, rng, cats, emb_dim, p))
-        return NO_ID, -1 - len(pending)
-
-    for v in range(n):
-        if is_source[v]:
-            continue
-        noise_alpha[v] = float(p.node_noise_alpha_choices.sample(rng))
-        noise_beta[v] = float(p.node_noise_beta_choices.sample(rng))
-        agg[v] = AGG_CODES[p.propagation_agg_choices.sample(rng)]
-        cats = int(num_categories[v])
-        if cats == 0:
-            dec_mlp[v] = bank.add_mlp(rng, emb_dim, emb_dim, int(p.mlp_out_dim), p)
-        else:
-            dec_mlp[v] = bank.add_mlp(rng, emb_dim, emb_dim, emb_dim, p)
-            dec_emb[v] = bank.add_embedding(rng, cats, emb_dim, p)
-    for c in range(len(children)):
-        for i, v in enumerate(col_nodes):
-            coll_mlp[c, i], coll_table[c, i] = encoder(v)
+    noise_alpha[inner] = p.node_noise_alpha_choices.sample_many(rng, inner.size)
+    noise_beta[inner] = p.node_noise_beta_choices.sample_many(rng, inner.size)
+    agg_codes = np.array([AGG_CODES[name] for name in p.propagation_agg_choices.value], dtype=np.int64)
+    agg[inner] = agg_codes[p.propagation_agg_choices.sample_indices(rng, inner.size)]
 
     edges = dag.edges
     by_child = np.lexsort((edges[:, 0], edges[:, 1])) if len(edges) else np.zeros(0, np.int64)
     edge_src = edges[by_child, 0].astype(np.int64) if len(edges) else np.zeros(0, np.int64)
     edge_dst = edges[by_child, 1].astype(np.int64) if len(edges) else np.zeros(0, np.int64)
     edge_weight = dag.weights[by_child].astype(np.float32)
-    edge_mlp = np.full(len(edge_src), NO_ID, dtype=np.int64)
-    edge_table = np.full(len(edge_src), NO_ID, dtype=np.int64)
-    for e, u in enumerate(edge_src):
-        edge_mlp[e], edge_table[e] = encoder(int(u))
+
+    # Every MLP and embedding table, planned in two calls (order in the docstring).
+    # Decoder of an inner node: MLP 32 -> 1, or MLP 32 -> 32 and an embedding
+    # table to compare with. Encoder of a node's values (collation and edge):
+    # MLP in -> 32, or an embedding table and an MLP 32 -> 32 evaluated into
+    # an encoder table once the bank is frozen.
+    children = tuple(table.children)
+    enc_nodes = np.concatenate([np.tile(col_nodes, len(children)), edge_src])
+    dec_cats, enc_cats = num_categories[inner], num_categories[enc_nodes]
+    dec_cat, enc_cat = dec_cats > 0, enc_cats > 0
+    bank = MlpBank()
+    mlps = bank.add_mlps(
+        rng,
+        np.concatenate([np.full(inner.size, emb_dim), np.where(enc_cat, emb_dim, int(p.mlp_in_dim))]),
+        emb_dim,
+        np.concatenate([np.where(dec_cat, emb_dim, int(p.mlp_out_dim)), np.full(enc_nodes.size, emb_dim)]),
+        p,
+    )
+    embs = bank.add_embeddings(rng, np.concatenate([dec_cats[dec_cat], enc_cats[enc_cat]]), emb_dim, p)
+    dec_mlp = np.full(n, NO_ID, dtype=np.int64)
+    dec_emb = np.full(n, NO_ID, dtype=np.int64)
+    dec_mlp[inner] = mlps[: inner.size]
+    dec_emb[inner[dec_cat]] = embs[: int(dec_cat.sum())]
+    # Categorical encoders become tables once the bank is frozen; until then an
+    # encoder slot holds the marker -2 - index into ``pending``.
+    enc_mlps = mlps[inner.size :]
+    pending = np.stack([embs[int(dec_cat.sum()) :], enc_mlps[enc_cat]], axis=1)  # (emb_id, mlp_id)
+    enc_mlp = np.where(enc_cat, NO_ID, enc_mlps)
+    enc_table = np.where(enc_cat, -2 - (np.cumsum(enc_cat) - 1), NO_ID)
+    num_coll = len(children) * k
+    coll_mlp = enc_mlp[:num_coll].reshape(len(children), k)
+    coll_table = enc_table[:num_coll].reshape(len(children), k)
+    edge_mlp, edge_table = enc_mlp[num_coll:], enc_table[num_coll:]
+
     in_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(edge_dst, minlength=n), out=in_ptr[1:])
 
@@ -233,35 +238,35 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
     specs, keys = [], []
     for s, v in enumerate(source_nodes):
         source_index[v] = s
-        srng = plan_rng(seed, "table", table.id, "source", int(v))
+        # the generator and the key of plan_rng / stream_key of the same path
+        ss = seed_sequence(seed, "table", table.id, "source", int(v))
+        srng = np.random.Generator(np.random.PCG64(ss))
         cats = int(num_categories[v])
         if cats == 0:
             specs.append(plan_numerical_source(srng, p, table.num_rows, is_activity))
         else:
             specs.append(plan_categorical_source(srng, p, table.num_rows, cats, is_activity))
-        keys.append(stream_key(seed, "table", table.id, "source", int(v)))
+        keys.append(ss.generate_state(1, dtype=np.uint64)[0])
     sources = SourceBank.from_sources(table.num_rows, specs, np.asarray(keys, dtype=np.uint64))
 
-    noise_key = np.asarray(
-        [stream_key(seed, "table", table.id, "noise", v) for v in range(n)], dtype=np.uint64
-    )
+    # Word v of one seed sequence: a function of (seed, table, v) alone, as a
+    # stream_key per node would be, for one hash instead of n.
+    noise_key = seed_sequence(seed, "table", table.id, "noise").generate_state(n, dtype=np.uint64)
 
     quantize = []
     for i, col in enumerate(table.features):
         if lazy and col.num_categories > 0:
-            qrng = plan_rng(seed, "table", table.id, "quantize", i)
-            quantize.append(
-                plan_quantization(
-                    qrng, p, col.num_categories, stream_key(seed, "table", table.id, "quantize", i)
-                )
-            )
+            ss = seed_sequence(seed, "table", table.id, "quantize", i)
+            qrng = np.random.Generator(np.random.PCG64(ss))
+            key = ss.generate_state(1, dtype=np.uint64)[0]
+            quantize.append(plan_quantization(qrng, p, col.num_categories, key))
         else:
             quantize.append(None)
 
     mlp = bank.freeze()
     # Evaluate every categorical encoder once per category (exact: its output
     # depends on the category alone).
-    enc_tables, offsets = encoder_tables(mlp, np.asarray(pending, dtype=np.int64), emb_dim)
+    enc_tables, offsets = encoder_tables(mlp, pending, emb_dim)
 
     def resolve(a):
         a = a.copy()
@@ -290,9 +295,7 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
         edge_mlp=edge_mlp,
         edge_table=resolve(edge_table),
         enc_tables=enc_tables,
-        cat_encoders=np.asarray(
-            [(e, m, o) for (e, m), o in zip(pending, offsets)], dtype=np.int64
-        ).reshape(-1, 3),
+        cat_encoders=np.column_stack([pending, offsets]).astype(np.int64),
         col_nodes=col_nodes,
         col_categories=np.asarray([c.num_categories for c in table.features], dtype=np.int64),
         coll_mlp=coll_mlp,
