@@ -140,7 +140,8 @@ def _generate_table(plan, table, raw, chunk_rows: int):
     from plurel_fast.generate import _assemble, _key_columns, _scm_values
 
     keys = _key_columns(plan, table, chunk_rows)
-    values = _scm_values(plan, table, keys, raw, chunk_rows)
+    parents = {p: (plan.scm(plan.schema.table(p).id), raw[p]) for p in table.parents}
+    values = _scm_values(plan, table, plan.scm(table.id), keys, parents, chunk_rows)
     frame = _assemble(plan, table, keys, values)
     assert frame.height == table.num_rows
     return values

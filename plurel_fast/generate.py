@@ -67,7 +67,7 @@ def generate(
         raise TypeError(f"config must be a plurel_fast.Config, got {type(config).__name__}")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    plan = plan_database(seed, config)
+    plan = plan_database(seed, config, scms=False)
     return execute(plan, chunk_rows=int(chunk_rows), on_table=on_table)
 
 
@@ -79,23 +79,26 @@ def execute(
 ) -> Database:
     """Run a plan: every table's columns, parents before children.
 
-    A table's raw SCM values are kept only until its last child table has read
-    them through the collation encoders.
+    A table's SCM plan (planned here when the plan holds none) and its raw SCM
+    values are kept only until its last child table has read them through the
+    collation encoders.
     """
     schema = plan.schema
     frames: dict[str, pl.DataFrame] = {}
-    raw: dict[str, np.ndarray] = {}
+    raw: dict[str, tuple] = {}  # table -> (ScmPlan, raw values) while children need them
     readers_left = {t.name: len(t.children) for t in schema.tables}
     for name in schema.order:
         table = schema.table(name)
+        scm = plan.scm(table.id)
         keys = _key_columns(plan, table, chunk_rows)
-        values = _scm_values(plan, table, keys, raw, chunk_rows)
+        values = _scm_values(plan, table, scm, keys, raw, chunk_rows)
         for parent in table.parents:
             readers_left[parent] -= 1
             if readers_left[parent] == 0:
                 del raw[parent]
         if readers_left[name] > 0:
-            raw[name] = values
+            raw[name] = (scm, values)
+        del scm
         frames[name] = _assemble(plan, table, keys, values)
         if on_table is not None:
             on_table(table, len(frames), len(schema.order))
@@ -140,13 +143,12 @@ def _key_columns(plan: DatabasePlan, table: TablePlan, chunk_rows: int) -> dict[
     return columns
 
 
-def _scm_values(plan, table: TablePlan, keys, raw, chunk_rows: int) -> np.ndarray:
+def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.ndarray:
     """The table's column values as its SCM produces them (SPEC §4), float32 (n, k).
 
     Categorical labels are stored as exact small floats; lazy-mode categorical
     columns are quantized (SPEC §4.5) before children read them.
     """
-    scm = plan.scms[table.id]
     n = table.num_rows
     k = len(table.features)
     values = np.empty((n, k), dtype=np.float32)
@@ -166,12 +168,12 @@ def _scm_values(plan, table: TablePlan, keys, raw, chunk_rows: int) -> np.ndarra
         parent = plan.schema.table(parent_name)
         if len(parent.features) == 0:
             continue
-        parent_scm = plan.scms[parent.id]
+        parent_scm, parent_values = raw[parent_name]
         child_index = parent_scm.children.index(table.name)
         whole = None
         if parent.num_rows <= chunk_rows:
-            whole = collation_partials(parent_scm, child_index, raw[parent_name], slot_aggs)
-        foreign.append((keys[fkey_col], parent_scm, child_index, raw[parent_name], whole))
+            whole = collation_partials(parent_scm, child_index, parent_values, slot_aggs)
+        foreign.append((keys[fkey_col], parent_scm, child_index, parent_values, whole))
 
     noise = noise_tables_of(scm)
     for start, stop in _chunks(n, chunk_rows):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -162,6 +163,23 @@ def test_byte_identical_across_threads_chunks_and_processes():
     a = _digests(config, threads=1, chunk_rows=65_536)
     b = _digests(config, threads=2, chunk_rows=1_000)
     assert a and a == b
+
+
+def test_scms_planned_on_demand_equal_the_eager_plan():
+    # generate() plans each table's SCM when it runs it; a fully planned
+    # database gives the same SCMs, hence the same tables
+    from plurel_fast.generate import execute
+    from plurel_fast.plan.database import plan_database
+
+    for seed in (1, 4):
+        eager = plan_database(seed, FEATURES)
+        lazy = plan_database(seed, FEATURES, scms=False)
+        assert len(eager.scms) == len(eager.schema.tables) and lazy.scms == ()
+        for t in eager.schema.tables:
+            assert pickle.dumps(lazy.scm(t.id)) == pickle.dumps(eager.scm(t.id))
+        a, b = execute(eager), plurel_fast.generate(seed, FEATURES)
+        for name, table in a.table_dict.items():
+            assert table.df.equals(b.table_dict[name].df), (seed, name)
 
 
 def test_parent_larger_than_a_chunk_gives_the_same_tables():

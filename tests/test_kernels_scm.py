@@ -37,7 +37,9 @@ def _run(plan):
     for name in plan.schema.order:
         table = plan.schema.table(name)
         keys_of[name] = _key_columns(plan, table, 10_000)
-        raw[name] = _scm_values(plan, table, keys_of[name], raw, 37)
+        scm = plan.scm(table.id)
+        parents = {p: (plan.scm(plan.schema.table(p).id), raw[p]) for p in table.parents}
+        raw[name] = _scm_values(plan, table, scm, keys_of[name], parents, 37)
     return raw, keys_of
 
 
@@ -118,6 +120,6 @@ def test_values_independent_of_chunk_size():
         keys = _key_columns(plan, table, 10_000)
         if table.parents:
             continue
-        a = _scm_values(plan, table, keys, {}, 7)
-        b = _scm_values(plan, table, keys, {}, 10_000)
+        a = _scm_values(plan, table, plan.scm(table.id), keys, {}, 7)
+        b = _scm_values(plan, table, plan.scm(table.id), keys, {}, 10_000)
         assert a.tobytes() == b.tobytes()

@@ -23,21 +23,38 @@ class ForeignKeyPlan(msgspec.Struct, frozen=True):
 
 
 class DatabasePlan(msgspec.Struct, frozen=True):
-    """Everything decided once per database; small, picklable, inspectable."""
+    """Everything decided once per database; small, picklable, inspectable.
+
+    ``scms`` holds every table's SCM plan (with its MLP weights: tens of MB for
+    a large database) when planned eagerly, and is empty when the SCMs are left
+    to :meth:`scm`, which plans one on demand: each is a pure function of
+    (seed, table, config), so both ways give the same SCMs.
+    """
 
     seed: int
     config: Config
     schema: SchemaPlan
     foreign_keys: tuple[ForeignKeyPlan, ...]
-    scms: tuple[ScmPlan, ...]  # table id order
+    scms: tuple[ScmPlan, ...]  # table id order, or () when planned on demand
     posts: tuple[TablePostPlan, ...]  # table id order
 
     def foreign_keys_of(self, child: str) -> tuple[ForeignKeyPlan, ...]:
         return tuple(fk for fk in self.foreign_keys if fk.child == child)
 
+    def scm(self, table_id: int) -> ScmPlan:
+        """The SCM plan of table ``table_id``: the stored one, else planned now."""
+        if self.scms:
+            return self.scms[table_id]
+        return plan_scm(self.seed, self.schema.tables[table_id], self.config)
 
-def plan_database(seed: int, config: Config) -> DatabasePlan:
-    """Plan database ``seed`` under ``config`` (stages 1 and 2 of SPEC §1-3)."""
+
+def plan_database(seed: int, config: Config, *, scms: bool = True) -> DatabasePlan:
+    """Plan database ``seed`` under ``config`` (stages 1 and 2 of SPEC §1-3).
+
+    With ``scms=False`` the per-table SCMs are not planned here but by
+    :meth:`DatabasePlan.scm` when needed (``generate`` does this, so that only
+    the SCMs of the tables in use are in memory).
+    """
     schema = plan_schema(seed, config)
     foreign_keys = []
     for table in schema.tables:
@@ -52,7 +69,7 @@ def plan_database(seed: int, config: Config) -> DatabasePlan:
                 stream_key(seed, *path),
             )
             foreign_keys.append(ForeignKeyPlan(table.name, fkey_col, parent_name, hsbm))
-    scms = tuple(plan_scm(seed, table, config) for table in schema.tables)
+    scm_plans = tuple(plan_scm(seed, table, config) for table in schema.tables) if scms else ()
     posts = tuple(
         plan_table_post(
             plan_rng(seed, "table", table.id, "post"),
@@ -67,6 +84,6 @@ def plan_database(seed: int, config: Config) -> DatabasePlan:
         config=config,
         schema=schema,
         foreign_keys=tuple(foreign_keys),
-        scms=scms,
+        scms=scm_plans,
         posts=posts,
     )
