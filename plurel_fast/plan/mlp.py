@@ -181,26 +181,11 @@ def weight_key(rng: np.random.Generator) -> np.uint64:
 def draw_matrices(rng: np.random.Generator, rows, cols, inits, densities=None) -> np.ndarray:
     """Many weight matrices at once, each with the law of :func:`init_matrix` then :func:`apply_density`.
 
-    Draws one key (:func:`weight_key`) and hands it to the counter-based
-    kernel ``plurel_fast.kernels.weights.draw_weights`` (same arguments
-    otherwise; law and counters in that module's docstring): the result is a
-    function of the generator's state alone, whatever the thread count.
-
-    Parameters
-    ----------
-    rng : np.random.Generator
-        Planning generator.
-    rows, cols : int array (K,)
-        Shapes, all >= 1; fan_in = cols, fan_out = rows (see :func:`init_matrix`).
-    inits : int array (K,)
-        Codes in ``INIT_NAMES``.
-    densities : float array (K,), optional
-        Mask densities in (0, 1]; None: no mask (embedding tables).
-
-    Returns
-    -------
-    np.ndarray of float32, shape (sum(rows * cols),)
-        The matrices one after another, each row-major (in, out).
+    Draws one key (:func:`weight_key`) from the planning generator ``rng`` and
+    hands it, with the other arguments unchanged, to the counter-based kernel
+    ``plurel_fast.kernels.weights.draw_weights`` (arguments, result, law and
+    counters in its docstring): the result is a function of the generator's
+    state alone, whatever the thread count.
     """
     return draw_weights(weight_key(rng), rows, cols, inits, densities)
 
