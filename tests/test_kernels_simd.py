@@ -1,0 +1,109 @@
+"""Fused multiply-add micro-kernels (kernels/simd.py) against a NumPy reference.
+
+``_dense_tile`` routes 32- and 16-column blocks through the register-blocked
+intrinsics (4 rows or 1 row at a time) and the last columns through a scalar
+``fma32`` loop; every path must give exactly the chain
+``acc = fma(x[k], W[k, j], acc)`` over k = 0, 1, ..., which the reference
+computes from float64 (exact products; see tests/naive.py's ``fma32``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba import njit
+
+from naive import fma32 as fma32_reference
+from plurel_fast.kernels import simd
+from plurel_fast.kernels.mlp import _dense_tile
+
+
+def _reference(x, w):
+    acc = np.zeros((x.shape[0], w.shape[1]), np.float32)
+    for k in range(x.shape[1]):
+        acc = fma32_reference(x[:, k : k + 1], w[k][None, :], acc)
+    return acc
+
+
+@njit
+def _fma32_array(a, b, c):
+    out = np.empty_like(a)
+    for i in range(a.shape[0]):
+        out[i] = simd.fma32(a[i], b[i], c[i])
+    return out
+
+
+@pytest.mark.parametrize(
+    "rows, in_dim, out_dim",
+    [(64, 32, 32), (7, 32, 32), (1, 1, 32), (13, 5, 48), (9, 32, 16), (6, 32, 1), (5, 3, 17),
+     (64, 32, 64), (3, 33, 35)],
+)
+def test_dense_tile_is_the_fused_chain_on_every_path(rows, in_dim, out_dim):
+    rng = np.random.default_rng(rows * 1000 + in_dim * 10 + out_dim)
+    # wide dynamic range so that rounding differences would show
+    x = (rng.standard_normal((rows, in_dim)) * np.exp(rng.uniform(-8, 8, (rows, in_dim)))).astype(np.float32)
+    w = rng.standard_normal((in_dim, out_dim)).astype(np.float32)
+    flat = np.concatenate([rng.standard_normal(11).astype(np.float32), w.ravel()])  # w at offset 11
+    out = np.full((rows, out_dim), np.nan, np.float32)
+    _dense_tile(x, rows, in_dim, flat, 11, out_dim, out)
+    want = _reference(x, w)
+    assert np.array_equal(out, want)
+    # and it is not the unfused float32 chain (which the old kernel computed)
+    if in_dim > 1:
+        unfused = np.zeros_like(want)
+        for k in range(in_dim):
+            unfused = unfused + x[:, k : k + 1] * w[k][None, :]
+        assert not np.array_equal(unfused, want)
+
+
+def test_dense_tile_rows_do_not_depend_on_their_neighbours():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((67, 32)).astype(np.float32)
+    w = rng.standard_normal(32 * 32).astype(np.float32)
+    full = np.empty((67, 32), np.float32)
+    _dense_tile(x, 67, 32, w, 0, 32, full)
+    for start, stop in [(0, 1), (1, 4), (3, 67), (64, 67), (5, 6)]:
+        part = np.empty((stop - start, 32), np.float32)
+        _dense_tile(x[start:stop], stop - start, 32, w, 0, 32, part)
+        assert np.array_equal(part, full[start:stop])
+
+
+def test_fma32_rounds_once():
+    # 1 + 2^-23 squared is 1 + 2^-22 + 2^-46: a separate multiply rounds the
+    # 2^-46 away, the fused operation keeps it in (x * x - (1 + 2^-22))
+    x = np.float32(1.0 + 2.0**-23)
+    a = np.array([x, 3.0, np.inf, np.nan], np.float32)
+    b = np.array([x, 0.5, 0.0, 1.0], np.float32)
+    c = np.array([-(1.0 + 2.0**-22), 0.25, 1.0, 0.0], np.float32)
+    got = _fma32_array(a, b, c)
+    assert got[0] == np.float32(2.0**-46)
+    assert np.float32(a[0] * b[0] + c[0]) == 0.0  # unfused float32
+    assert got[1] == np.float32(1.75)
+    assert np.isnan(got[2]) and np.isnan(got[3])  # inf * 0 and nan propagate
+
+
+_FEATURES_SCRIPT = "import numba, plurel_fast; print(numba.config.CPU_FEATURES)"
+
+
+def _features(env_extra: dict) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+    env.update(env_extra)
+    res = subprocess.run([sys.executable, "-c", _FEATURES_SCRIPT], env=env,
+                         capture_output=True, text=True, check=True)
+    return res.stdout.strip().splitlines()[-1]
+
+
+def test_wide_vectors_requested_only_when_the_user_did_not_choose():
+    from llvmlite import binding as llvm
+
+    host = llvm.get_host_cpu_features()
+    got = _features({})
+    if host.get("avx512f"):
+        assert got == host.flatten() + ",-prefer-256-bit"
+    else:
+        assert got == "None"
+    assert _features({"NUMBA_CPU_FEATURES": "+avx2"}) == "+avx2"
