@@ -144,8 +144,9 @@ def _key_columns(plan: DatabasePlan, table: TablePlan, chunk_rows: int) -> dict[
 
 
 def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.ndarray:
-    """The table's column values as its SCM produces them (SPEC §4), float32 (n, k).
+    """The table's column values as its SCM ``scm`` produces them (SPEC §4), float32 (n, k).
 
+    ``raw`` maps each parent table's name to its ``(ScmPlan, raw values)``.
     Categorical labels are stored as exact small floats; lazy-mode categorical
     columns are quantized (SPEC §4.5) before children read them.
     """
@@ -175,6 +176,9 @@ def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.n
             whole = collation_partials(parent_scm, child_index, parent_values, slot_aggs)
         foreign.append((keys[fkey_col], parent_scm, child_index, parent_values, whole))
 
+    all_whole = all(f[-1] is not None for f in foreign)
+    stacked = None
+
     noise = noise_tables_of(scm)
     for start, stop in _chunks(n, chunk_rows):
         src = source_values(scm.sources, n, start, stop)
@@ -192,12 +196,8 @@ def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.n
             partials.append(part)
             fk_base[f] = base
             base += len(part)
-        if len(partials) == 1:
-            stacked = partials[0]
-        elif partials:
-            stacked = np.concatenate(partials, axis=0)
-        else:
-            stacked = np.zeros((1, max(len(slot_aggs), 1), scm.emb_dim), dtype=np.float32)
+        if stacked is None or not all_whole:  # whole-table partials: stacked once
+            stacked = _stack(partials, len(slot_aggs), scm.emb_dim)
         propagate(scm, start, stop, src, fk_rows, fk_base, stacked, node_slot, values[start:stop],
                   noise_tables=noise)
 
@@ -205,6 +205,15 @@ def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.n
         if qplan is not None:
             values[:, i] = quantize(values[:, i].astype(np.float64), qplan)
     return values
+
+
+def _stack(partials: list, num_slots: int, dim: int) -> np.ndarray:
+    """The foreign keys' collation partials one after another (a placeholder if none)."""
+    if len(partials) == 1:
+        return partials[0]
+    if partials:
+        return np.concatenate(partials, axis=0)
+    return np.zeros((1, max(num_slots, 1), dim), dtype=np.float32)
 
 
 def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
