@@ -8,7 +8,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from plurel_fast.config import Config
 from plurel_fast.database import Database, Table
@@ -236,10 +235,10 @@ def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
     )
     series = [pl.Series(name, col) for name, col in keys.items()]
     for name, (col, valid) in features.items():
-        if valid is None:
-            series.append(pl.Series(name, col))
-        else:
-            series.append(pl.from_arrow(pa.array(col, mask=~valid)).alias(name))
+        s = pl.Series(name, col)
+        if valid is not None:
+            s = s.scatter(np.flatnonzero(~valid), None)
+        series.append(s)
     if table.time_col is not None:
         dates = activity_dates(plan.schema.db_min, plan.schema.db_max, n)
         series.append(pl.Series(table.time_col, dates))

@@ -182,6 +182,18 @@ def test_scms_planned_on_demand_equal_the_eager_plan():
             assert table.df.equals(b.table_dict[name].df), (seed, name)
 
 
+def test_generate_does_not_load_pyarrow():
+    # pyarrow costs ~65 MB of resident memory; only saving and the RelBench/pandas
+    # conversions need it
+    script = (
+        "import sys, plurel_fast; from plurel_fast import Config; "
+        f"plurel_fast.generate(0, Config.from_json({FEATURES.to_json()!r})); "
+        "print('pyarrow' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert res.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_parent_larger_than_a_chunk_gives_the_same_tables():
     # parents of more than chunk_rows rows get their collation inputs per chunk,
     # for the parent rows the chunk references; smaller ones once per table
