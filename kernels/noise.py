@@ -70,14 +70,14 @@ def _fill_table(a, b, x, cdf, guide):
         guide[j] = i
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def beta_tables(alphas, betas, num_knots, num_guide):
     """Tables for every (alpha, beta): knots (n, M), cdf (n, M), guide (n, G)."""
     n = alphas.shape[0]
     x = np.zeros((n, num_knots))
     cdf = np.zeros((n, num_knots))
     guide = np.zeros((n, num_guide), dtype=np.int64)
-    for v in range(n):
+    for v in prange(n):
         _fill_table(alphas[v], betas[v], x[v], cdf[v], guide[v])
     return x, cdf, guide
 
@@ -111,7 +111,7 @@ def beta_from_table(u, a, b, x, cdf, guide):
     return _invert_cell(u, i, a, b, x, cdf)
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def quantile_tables(alphas, betas, x, cdf):
     """Quantiles at u = j / Q, j = 0..Q, of every tabulated law: (n, Q + 1).
 
@@ -122,7 +122,7 @@ def quantile_tables(alphas, betas, x, cdf):
     m = x.shape[1]
     q_count = NUM_QUANTILES
     q = np.empty((n, q_count + 1))
-    for v in range(n):
+    for v in prange(n):
         a = alphas[v]
         b = betas[v]
         xv = x[v]
