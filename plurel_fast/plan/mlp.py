@@ -386,7 +386,7 @@ class MlpBank:
         first_id = self._mlps.size
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        rng_id = self._last_rng_id if rng is self._last_rng else self._use_rng(rng)
+        rng_id = self._use_rng(rng)
         num_layers = _num_layers(scm_params.mlp_num_layers_choices.sample_many(rng, n))
         total = int(num_layers.sum())
         inits = _codes(scm_params.initialization_choices, "initialization_choices", INIT_CODES, rng, total)
@@ -519,7 +519,7 @@ class MlpBank:
         first_id = self._tables.size
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        rng_id = self._last_rng_id if rng is self._last_rng else self._use_rng(rng)
+        rng_id = self._use_rng(rng)
         inits = _codes(scm_params.initialization_choices, "initialization_choices", INIT_CODES, rng, n)
         self._tables.append(n, rows=num_categories, cols=dim, init=inits, rng=rng_id)
         return np.arange(first_id, first_id + n, dtype=np.int64)
@@ -569,6 +569,8 @@ class MlpBank:
 
     def _use_rng(self, rng) -> int:
         """Id of a generator in ``_rngs`` (registered on first use); sets the last one."""
+        if rng is self._last_rng:  # the common case: the same generator again
+            return self._last_rng_id
         for rng_id, known in enumerate(self._rngs):
             if known is rng:
                 break
