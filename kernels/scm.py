@@ -1,7 +1,8 @@
 """Row-wise SCM propagation (SPEC §4.4) and cross-table collation partials.
 
 ``propagate(plan, ...)`` evaluates one table's SCM on a range of rows: sources
-come from ``kernels.sources``, and every inner node v, in topological order, gets
+come from ``kernels.sources``, and every inner node v that can reach a column
+(``ScmPlan.run_order``), in topological order, gets
 
     emb = noise_v + AGG_v(clamp(w_uv * enc_uv(value_u)) for parents u,
                           collation partial of each foreign key)
@@ -180,7 +181,8 @@ def _propagate_chunk(
     dim, noise_q, noise_x, noise_cdf, noise_guide, out,
 ):
     n_rows = stop - start
-    n_nodes = order.shape[0]
+    n_nodes = is_source.shape[0]
+    n_run = order.shape[0]  # the nodes evaluated (ScmPlan.run_order)
     n_tiles = (n_rows + TILE_ROWS - 1) // TILE_ROWS
     n_fk = fk_rows.shape[0]
     inv_dim = 1.0 / dim
@@ -199,7 +201,7 @@ def _propagate_chunk(
         unif = np.empty(dim, dtype=np.float64)
         buf_a = np.empty((TILE_ROWS, max_width), dtype=np.float32)
         buf_b = np.empty((TILE_ROWS, max_width), dtype=np.float32)
-        for oi in range(n_nodes):
+        for oi in range(n_run):
             v = order[oi]
             if is_source[v]:
                 s = source_index[v]
@@ -380,9 +382,24 @@ def collation_partials(parent_plan, child_index: int, values: np.ndarray, slot_a
 
 
 def noise_tables_of(plan):
-    """Per-node Beta noise tables (quantiles, knots, CDF, guide) of an SCM plan."""
-    x, cdf, guide = beta_tables(plan.noise_alpha, plan.noise_beta, NUM_KNOTS, NUM_GUIDE)
-    return quantile_tables(plan.noise_alpha, plan.noise_beta, x, cdf), x, cdf, guide
+    """Per-node Beta noise tables (quantiles, knots, CDF, guide) of an SCM plan.
+
+    Tabulated only for the nodes propagation draws from that way (inner nodes
+    of ``run_order`` with both shapes >= ``TABLE_MIN_SHAPE``); the rows of the
+    other nodes are zeros and never read.
+    """
+    run = plan.run_order[~plan.is_source[plan.run_order]]
+    alpha, beta_ = plan.noise_alpha[run], plan.noise_beta[run]
+    tab = np.minimum(alpha, beta_) >= TABLE_MIN_SHAPE
+    run, alpha, beta_ = run[tab], alpha[tab], beta_[tab]
+    x, cdf, guide = beta_tables(alpha, beta_, NUM_KNOTS, NUM_GUIDE)
+    q = quantile_tables(alpha, beta_, x, cdf)
+    tables = []
+    for t in (q, x, cdf, guide):
+        full = np.zeros((plan.num_nodes, t.shape[1]), dtype=t.dtype)
+        full[run] = t
+        tables.append(full)
+    return tuple(tables)
 
 
 def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.ndarray,
@@ -417,7 +434,7 @@ def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.nda
         noise_tables = noise_tables_of(plan)
     _propagate_chunk(
         np.int64(start), np.int64(stop), src_vals,
-        plan.order, plan.is_source, plan.num_categories, plan.source_index, plan.agg,
+        plan.run_order, plan.is_source, plan.num_categories, plan.source_index, plan.agg,
         plan.noise_alpha, plan.noise_beta, plan.noise_key,
         plan.dec_mlp, plan.dec_emb, plan.in_ptr, plan.edge_src, plan.edge_weight,
         plan.edge_mlp, plan.edge_table, plan.enc_tables,

@@ -123,3 +123,24 @@ def test_values_independent_of_chunk_size():
         a = _scm_values(plan, table, plan.scm(table.id), keys, {}, 7)
         b = _scm_values(plan, table, plan.scm(table.id), keys, {}, 10_000)
         assert a.tobytes() == b.tobytes()
+
+
+def test_run_order_is_the_columns_and_their_ancestors():
+    import networkx as nx
+
+    pruned = 0
+    for seed in range(4):
+        plan = plan_database(seed, _config("sum", "type_eager"))
+        for scm in plan.scms:
+            graph = nx.DiGraph()
+            graph.add_nodes_from(range(scm.num_nodes))
+            dst = np.repeat(np.arange(scm.num_nodes), np.diff(scm.in_ptr))
+            graph.add_edges_from(zip(scm.edge_src.tolist(), dst.tolist()))
+            want = set(scm.col_nodes.tolist())
+            for c in scm.col_nodes.tolist():
+                want |= nx.ancestors(graph, c)
+            assert sorted(scm.run_order.tolist()) == sorted(want)
+            position = np.argsort(scm.order)
+            assert np.all(np.diff(position[scm.run_order]) > 0)  # in topological order
+            pruned += scm.num_nodes - len(scm.run_order)
+    assert pruned > 0  # the kernel-against-naive checks (naive: every node) see pruned plans

@@ -56,6 +56,12 @@ class ScmPlan(msgspec.Struct, frozen=True):
         Width of embeddings (``mlp_emb_dim``, 32 by default).
     order : int64 (n,)
         Topological order of the nodes.
+    run_order : int64 (<= n,)
+        The nodes ``order`` lists that are column nodes or ancestors of one,
+        in that order: the only nodes whose values can reach an output
+        (a table's columns, and through them its children's collation
+        inputs). Propagation evaluates these alone; skipping the others is
+        exact, since every draw is keyed by its own node.
     is_source : bool (n,)
     num_categories : int64 (n,)
         Categories of a node *as propagated*: 0 for numerical nodes, and for
@@ -105,6 +111,7 @@ class ScmPlan(msgspec.Struct, frozen=True):
     layout: str
     emb_dim: int
     order: np.ndarray
+    run_order: np.ndarray
     is_source: np.ndarray
     num_categories: np.ndarray
     source_index: np.ndarray
@@ -138,6 +145,16 @@ class ScmPlan(msgspec.Struct, frozen=True):
     def used_aggs(self) -> np.ndarray:
         """Sorted aggregation codes of the inner nodes (collation slots)."""
         return np.unique(self.agg[~self.is_source]).astype(np.int64)
+
+
+def _ancestors_of(nodes, order, in_ptr, edge_src) -> np.ndarray:
+    """bool (n,): ``nodes`` and every node with a path to one of them."""
+    mark = np.zeros(order.shape[0], dtype=bool)
+    mark[nodes] = True
+    for v in order[::-1]:  # children before parents
+        if mark[v]:
+            mark[edge_src[in_ptr[v] : in_ptr[v + 1]]] = True
+    return mark
 
 
 def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
@@ -274,12 +291,14 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
         a[marked] = offsets[-2 - a[marked]]
         return a
 
+    order = dag.topological_order().astype(np.int64)
     return ScmPlan(
         table=table.name,
         mode=mode,
         layout=layout,
         emb_dim=emb_dim,
-        order=dag.topological_order().astype(np.int64),
+        order=order,
+        run_order=order[_ancestors_of(col_nodes, order, in_ptr, edge_src)[order]],
         is_source=is_source,
         num_categories=num_categories,
         source_index=source_index,
