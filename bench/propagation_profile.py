@@ -3,7 +3,7 @@
 For every table of ``plan_database(seed, config)``, in generation order, times the
 table's SCM values as ``generate`` computes them (``_scm_values``: collation
 partials, sources, propagation, quantization), then runs every MLP the table's SCM
-evaluates per row (numerical edge encoders and decoders) alone over the same number
+evaluates per row (numerical edge encoders and decoders of the nodes in ``run_order``) alone over the same number
 of rows with ``kernels.mlp.mlp_forward``, once as planned and once with every
 activation replaced by the identity (the dense layers and their memory traffic only).
 
@@ -28,9 +28,10 @@ from plurel_fast.plan.database import plan_database
 
 
 def _mlp_ids(scm) -> list[int]:
-    encoders = [int(m) for m in scm.edge_mlp if m >= 0]
-    decoders = [int(scm.dec_mlp[v]) for v in range(scm.num_nodes) if not scm.is_source[v]]
-    return encoders + decoders
+    """The MLPs propagation runs per row: those of the nodes in ``run_order``."""
+    inner = [int(v) for v in scm.run_order if not scm.is_source[v]]
+    encoders = [int(m) for v in inner for m in scm.edge_mlp[scm.in_ptr[v] : scm.in_ptr[v + 1]] if m >= 0]
+    return encoders + [int(scm.dec_mlp[v]) for v in inner]
 
 
 def _time_mlps(bank, mlp_ids, n_rows: int, layers) -> float:

@@ -28,8 +28,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from plurel_fast.kernels.rng import uniform_open
+from plurel_fast.kernels.rng import beta, uniform_open
 
+# Noise shapes below this use the exact rejection sampler (``rng.beta``): the
+# tabulated inverse CDF is accurate to 1e-5 only from 1/2 up.
+TABLE_MIN_SHAPE = 0.5
 NUM_KNOTS = 512
 NUM_GUIDE = 512
 NUM_QUANTILES = 2048
@@ -155,6 +158,30 @@ def beta_from_quantiles(u, a, b, q, x, cdf, guide):
 def beta_noise(key, row, draw, a, b, q, x, cdf, guide):
     """Counter-based Beta(a, b) draw from the node's tables."""
     return beta_from_quantiles(uniform_open(key, row, draw), a, b, q, x, cdf, guide)
+
+
+@njit(inline="always", cache=True)
+def add_node_noise(acc, n_rows, dim, row0, key, a, b, q, x, cdf, guide, unif):
+    """``acc[t, j] += float32(Beta(a, b) draw (key, row0 + t, j) / dim)``, t < n_rows, j < dim.
+
+    The node noise of SPEC §4.4 for a tile of rows: from the node's tables
+    (``beta_tables``, ``quantile_tables``) when both shapes are at least
+    ``TABLE_MIN_SHAPE``, else by exact rejection (``rng.beta``). ``unif`` is
+    float64 scratch of at least ``dim`` values.
+    """
+    inv_dim = 1.0 / dim
+    if min(a, b) >= TABLE_MIN_SHAPE:
+        for t in range(n_rows):
+            row = row0 + t
+            for j in range(dim):  # integer hashing only: vectorises
+                unif[j] = uniform_open(key, row, j)
+            for j in range(dim):
+                acc[t, j] += np.float32(beta_from_quantiles(unif[j], a, b, q, x, cdf, guide) * inv_dim)
+    else:
+        for t in range(n_rows):
+            row = row0 + t
+            for j in range(dim):
+                acc[t, j] += np.float32(beta(key, row, j, a, b) * inv_dim)
 
 
 @njit(parallel=True, cache=True)

@@ -31,16 +31,13 @@ from plurel_fast.kernels.mlp import categorical_decode_tile, mlp_forward_tile
 from plurel_fast.kernels.noise import (
     NUM_GUIDE,
     NUM_KNOTS,
-    beta_from_quantiles,
+    TABLE_MIN_SHAPE,
+    add_node_noise,
     beta_tables,
     quantile_tables,
 )
-from plurel_fast.kernels.rng import beta, uniform_open
 
 TILE_ROWS = 64
-# Noise shapes below this use the exact rejection sampler: the tabulated
-# inverse CDF (kernels.noise) is accurate to 1e-5 only from 1/2 up.
-TABLE_MIN_SHAPE = 0.5
 INPUT_CLAMP = np.float32(1e4)
 _NEG_INF = np.float32(-np.inf)
 _ZERO = np.float32(0.0)
@@ -185,7 +182,6 @@ def _propagate_chunk(
     n_run = order.shape[0]  # the nodes evaluated (ScmPlan.run_order)
     n_tiles = (n_rows + TILE_ROWS - 1) // TILE_ROWS
     n_fk = fk_rows.shape[0]
-    inv_dim = 1.0 / dim
     for tile in prange(n_tiles):
         t0 = tile * TILE_ROWS
         tn = min(TILE_ROWS, n_rows - t0)
@@ -221,24 +217,8 @@ def _propagate_chunk(
                         prows[t] = fk_base[f] + fk_rows[f, t0 + t]
                     _fold_partials(a, acc, lse_sum, partials, prows, node_slot[v], tn, dim)
                 _agg_finish(a, acc, lse_sum, tn, dim)
-                ka = noise_key[v]
-                al = noise_alpha[v]
-                be = noise_beta[v]
-                if min(al, be) >= TABLE_MIN_SHAPE:
-                    nq_, nx_, nc_, ng_ = noise_q[v], noise_x[v], noise_cdf[v], noise_guide[v]
-                    for t in range(tn):
-                        row = start + t0 + t
-                        for j in range(dim):  # integer hashing only: vectorises
-                            unif[j] = uniform_open(ka, row, j)
-                        for j in range(dim):
-                            acc[t, j] += np.float32(
-                                beta_from_quantiles(unif[j], al, be, nq_, nx_, nc_, ng_) * inv_dim
-                            )
-                else:
-                    for t in range(tn):
-                        row = start + t0 + t
-                        for j in range(dim):
-                            acc[t, j] += np.float32(beta(ka, row, j, al, be) * inv_dim)
+                add_node_noise(acc, tn, dim, start + t0, noise_key[v], noise_alpha[v], noise_beta[v],
+                               noise_q[v], noise_x[v], noise_cdf[v], noise_guide[v], unif)
                 if num_categories[v] > 0:
                     mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
                                      act_params, h[:tn], buf_a, buf_b)
