@@ -31,7 +31,7 @@ def _config(agg, mode, **scm):
     )
 
 
-def _run(plan):
+def _run(plan, chunk_rows=37):
     """Raw SCM values of every table, in generation order, as generate() makes them."""
     raw, keys_of = {}, {}
     for name in plan.schema.order:
@@ -39,7 +39,7 @@ def _run(plan):
         keys_of[name] = _key_columns(plan, table, 10_000)
         scm = plan.scm(table.id)
         parents = {p: (plan.scm(plan.schema.table(p).id), raw[p]) for p in table.parents}
-        raw[name] = _scm_values(plan, table, scm, keys_of[name], parents, 37)
+        raw[name] = _scm_values(plan, table, scm, keys_of[name], parents, chunk_rows)
     return raw, keys_of
 
 
@@ -144,3 +144,35 @@ def test_run_order_is_the_columns_and_their_ancestors():
             assert np.all(np.diff(position[scm.run_order]) > 0)  # in topological order
             pruned += scm.num_nodes - len(scm.run_order)
     assert pruned > 0  # the kernel-against-naive checks (naive: every node) see pruned plans
+
+
+def test_propagation_tile_rows():
+    from plurel_fast.kernels.scm import MAX_TILE_ROWS, MIN_TILES, TILE_ROWS, propagation_tile_rows
+
+    for n in (0, 1, 63, 64, 500, 2047, 2048, 2049, 10**6):
+        tile = propagation_tile_rows(n)
+        assert tile % 4 == 0 and TILE_ROWS <= tile <= MAX_TILE_ROWS
+        if tile > TILE_ROWS:  # grown only while MIN_TILES tiles remain
+            assert -(-n // tile) >= MIN_TILES
+
+
+@pytest.mark.parametrize("tile", [4, 68, 256])
+def test_values_independent_of_tile_rows(tile, monkeypatch):
+    from plurel_fast.kernels import scm as scm_kernels
+
+    config = _config("logexp", "type_eager")
+    config = Config(
+        database_params=DatabaseParams(
+            num_tables_choices=Choices("range", [3, 4]),
+            num_rows_entity_table_choices=Choices("range", [300, 400]),
+            num_rows_activity_table_choices=Choices("range", [500, 700]),
+            num_cols_choices=Choices("range", [3, 6]),
+        ),
+        scm_params=config.scm_params,
+    )
+    plan = plan_database(2, config)
+    want, _ = _run(plan, 10_000)  # whole tables: 64-88 row tiles
+    monkeypatch.setattr(scm_kernels, "propagation_tile_rows", lambda n: tile)
+    got, _ = _run(plan, 10_000)
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
