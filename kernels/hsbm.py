@@ -92,7 +92,7 @@ def sample_parents(plan, start: int = 0, stop: int | None = None, out=None) -> n
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _sample_parents_chunk(
     cdf, parent_block_rows, num_parent_rows, child_block_rows, key, start, stop, out
 ):

@@ -62,7 +62,7 @@ def _boundary_rows(key, n, m):
     return rows
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _quantize(values, boundaries, label_map):
     n = values.shape[0]
     m = boundaries.shape[0]
@@ -129,7 +129,7 @@ def quantize(values, plan) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _signed_log1p(x):
     out = np.empty_like(x)
     for i in prange(x.shape[0]):
@@ -137,7 +137,7 @@ def _signed_log1p(x):
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _signed_sqrt(x):
     out = np.empty_like(x)
     for i in prange(x.shape[0]):
@@ -145,7 +145,7 @@ def _signed_sqrt(x):
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _affine(x, shift, scale):
     out = np.empty_like(x)
     for i in prange(x.shape[0]):
@@ -153,7 +153,7 @@ def _affine(x, shift, scale):
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _scatter_ranks(order, denom):
     n = order.shape[0]
     out = np.empty(n, dtype=np.float64)
@@ -224,7 +224,7 @@ def apply_transform(name: str, x) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _row_scores(key, n):
     out = np.empty(n, dtype=np.uint64)
     for i in prange(n):

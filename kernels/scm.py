@@ -176,7 +176,7 @@ def _encode(value_row, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc,
                          act_params, enc[:n_rows], buf_a, buf_b)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _propagate_chunk(
     start, stop, tile_rows, src_vals,
     order, is_source, num_categories, source_index, agg, noise_alpha, noise_beta, noise_key,
@@ -245,7 +245,7 @@ def _propagate_chunk(
                     out[t0 + t, c] = vals[v, t]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _collation_chunk(
     values, coll_mlp, coll_table, enc_tables, slot_aggs,
     mlps, layers, weights, layer_scale, act_params, max_width, dim, out,
@@ -282,7 +282,7 @@ def _collation_chunk(
                     out[t0 + t, s, j] = acc[t, j]
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _encoder_tables(pending, offsets, mlps, layers, weights, layer_scale, act_params, max_width,
                     emb_offsets, emb_weights, dim, out):
     for p in range(pending.shape[0]):

@@ -152,7 +152,7 @@ def _array(a, dtype):
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _source_values_chunk(
     kind, gen_start, gen_stop, gens, cdf_start, cdf_stop, cdfs, keys, num_rows, start, stop, out
 ):

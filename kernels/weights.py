@@ -283,7 +283,7 @@ def _draw_matrix(k_mask, k_value, k_sparse, m, rows, cols, init, density, out, r
         _sparse_zeros(k_sparse, m, rows, cols, out, to_pick)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _draw_weights(key, rows, cols, inits, densities, starts, chunks, out):
     k_mask = subkey(key, _SALT_MASK)
     k_value = subkey(key, _SALT_VALUE)

@@ -249,3 +249,48 @@ def test_small_databases_have_valid_features():
 def test_two_hundred_small_databases_have_valid_features():
     for seed in range(200):
         _check_features(seed, FEATURES)
+
+
+def test_scms_are_planned_one_table_ahead_in_a_thread(monkeypatch):
+    import threading
+
+    import numba
+
+    from plurel_fast.plan.database import DatabasePlan
+
+    planned = []
+    original = DatabasePlan.scm
+
+    def recording(self, table_id):
+        planned.append((table_id, threading.current_thread().name))
+        if table_id == fail_at[0]:
+            raise RuntimeError("planning failed")
+        return original(self, table_id)
+
+    monkeypatch.setattr(DatabasePlan, "scm", recording)
+    fail_at = [-1]
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = numba.get_num_threads() > 1
+        db = plurel_fast.generate(4, FEATURES)
+        names = [t for _, t in planned]
+        assert len(planned) == len(db.table_dict)
+        if two:  # the first in turn, every other one ahead in the planning thread
+            assert not names[0].startswith("plurel-plan")
+            assert all(n.startswith("plurel-plan") for n in names[1:])
+        # an error while planning ahead surfaces from generate, and no thread is left behind
+        planned.clear()
+        fail_at[0] = planned_ids = 2
+        with pytest.raises(RuntimeError, match="planning failed"):
+            plurel_fast.generate(4, FEATURES)
+        assert planned_ids in [i for i, _ in planned]
+        assert not [t for t in threading.enumerate() if t.name.startswith("plurel-plan")]
+        # one thread: no planning thread at all
+        numba.set_num_threads(1)
+        planned.clear()
+        fail_at[0] = -1
+        plurel_fast.generate(4, FEATURES)
+        assert all(not n.startswith("plurel-plan") for _, n in planned)
+    finally:
+        numba.set_num_threads(previous)
