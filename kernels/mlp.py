@@ -621,19 +621,34 @@ def categorical_decode_tile(h, emb_id, emb_offsets, emb_weights, out_labels):
     off = emb_offsets[emb_id, 0]
     num_categories = emb_offsets[emb_id, 1]
     dim = emb_offsets[emb_id, 2]
-    for t in range(h.shape[0]):
-        best = 0
-        best_sim = _ZERO
-        for c in range(num_categories):
-            base = off + c * dim
-            sim = _ZERO
-            for k in range(dim):
-                sim += emb_weights[base + k] * h[t, k]
+    n = h.shape[0]
+    # Rows along the vector lanes: h transposed once, then every similarity is
+    # the same chain sim = sim + E[c, k] * h[t, k] over k = 0, 1, ... per row,
+    # all rows at once (a chain per row one at a time is latency-bound).
+    ht = np.empty((dim, n), dtype=np.float32)
+    for t in range(n):
+        for k in range(dim):
+            ht[k, t] = h[t, k]
+    sim = np.empty(n, dtype=np.float32)
+    best_sim = np.empty(n, dtype=np.float32)
+    for c in range(num_categories):
+        base = off + c * dim
+        for t in range(n):
+            sim[t] = _ZERO
+        for k in range(dim):
+            e = emb_weights[base + k]
+            for t in range(n):
+                sim[t] += e * ht[k, t]
+        if c == 0:
+            for t in range(n):
+                best_sim[t] = sim[t]
+                out_labels[t] = 0
+        else:
             # NaN never wins; the first of equal maxima stays
-            if c == 0 or sim > best_sim:
-                best = c
-                best_sim = sim
-        out_labels[t] = best
+            for t in range(n):
+                better = sim[t] > best_sim[t]
+                best_sim[t] = sim[t] if better else best_sim[t]
+                out_labels[t] = c if better else out_labels[t]
 
 
 @njit(cache=True)
