@@ -126,13 +126,13 @@ def _relu(x):
 @njit(inline="always", cache=True)
 def _elu(x):
     # alpha 1; the expm1 of x > 0 (inf for large x) is computed but not used
-    e = vmath.expm1(x)
+    e = vmath.expm1_88(x)
     return x if x > _ZERO else e
 
 
 @njit(inline="always", cache=True)
 def _selu(x):
-    neg = _SELU_SCALE * (_SELU_ALPHA * vmath.expm1(x))
+    neg = _SELU_SCALE * (_SELU_ALPHA * vmath.expm1_88(x))
     return _SELU_SCALE * x if x > _ZERO else neg
 
 
@@ -174,7 +174,7 @@ def _mish(x):
     # e = exp(x): one exp instead of exp, log1p and tanh. Above the softplus
     # threshold tanh(softplus(x)) = tanh(x) = 1 in float32, and so is n / (n + 2)
     # at x = 20, where the argument is clamped.
-    e = vmath.exp(min(x, _SOFTPLUS_THRESHOLD))
+    e = vmath.exp88(min(x, _SOFTPLUS_THRESHOLD))
     n = e * (e + _TWO)
     return x * np.divide(n, n + _TWO)
 
@@ -215,7 +215,7 @@ def _rrelu(x):
 @njit(inline="always", cache=True)
 def _logsigmoid(x):
     # -softplus(-x) without overflow: min(x, 0) - log1p(exp(-|x|))
-    return min(x, _ZERO) - vmath.log1p(vmath.exp(-abs(x)))
+    return min(x, _ZERO) - vmath.log1p(vmath.exp88(-abs(x)))
 
 
 @njit(cache=True)
@@ -277,13 +277,14 @@ def _bent_identity(x):
 
 @njit(cache=True)
 def _random_sine(x, params, p_off):
+    # each term fused twice: the argument f x + phi and the sum a sin(.) + acc
     m = np.int64(params[p_off])
     acc = _ZERO
     for i in range(m):
         amplitude = params[p_off + 1 + i]
         freq = params[p_off + 1 + m + i]
         phase = params[p_off + 1 + 2 * m + i]
-        acc += amplitude * vmath.sin(freq * x + phase)
+        acc = simd.fma32(amplitude, vmath.sin(simd.fma32(freq, x, phase)), acc)
     return acc
 
 
@@ -436,9 +437,57 @@ def _clamp_hidden(v):
     return min(max(v, -_CLAMP_HIDDEN), _CLAMP_HIDDEN)
 
 
-# Elements per block of ``_random_sine_flat``: its scratch stays small (one
-# allocation of 1 KiB per call) and in L1 across the m passes.
+# Elements per block of ``_random_sine_flat`` and ``_sin_cos_flat``: the
+# scratch stays small (one allocation of 1 KiB per call) and in L1 across the m
+# passes, and one large value sends only its block down the slower path.
 _SINE_BLOCK = 256
+_SIN_NARROW_LIMIT64 = np.float64(vmath.SIN_NARROW_LIMIT)
+
+
+@njit(cache=True)
+def _sin_cos_block(x, quadrant_shift, out):
+    """``out[i] = vmath.sin_cos(x[i], quadrant_shift)`` for a block with some
+    |x| >= ``vmath.SIN_NARROW_LIMIT``: the float32 path everywhere, then the
+    float64 one where needed, 16 values at a time (two loops that vectorise;
+    one loop computing both runs the float32 half at the float64 width)."""
+    n = x.shape[0]
+    for i in range(n):
+        out[i] = vmath.sin_cos_narrow(x[i], quadrant_shift)
+    for lo in range(0, n, 16):
+        xs = x[lo : min(lo + 16, n)]
+        if vmath.abs_bits_max(xs) >= vmath.SIN_NARROW_LIMIT_BITS:
+            dst = out[lo : min(lo + 16, n)]
+            for i in range(xs.shape[0]):
+                wide = vmath.sin_cos_wide(xs[i], quadrant_shift)
+                dst[i] = wide if abs(xs[i]) >= vmath.SIN_NARROW_LIMIT else dst[i]
+
+
+@njit(cache=True)
+def _sin_cos_flat(v, quadrant_shift, scale):
+    """``v <- clamp(scale * sin(v + quadrant_shift * pi/2), -1e6, 1e6)``.
+
+    A block whose values are all below ``vmath.SIN_NARROW_LIMIT`` (nearly all)
+    takes the float32 reduction alone; the others pick it per value. Either
+    way a value gets ``vmath.sin_cos``'s bytes.
+    """
+    n = v.shape[0]
+    tmp = np.empty(0, dtype=np.float32)
+    for lo in range(0, n, _SINE_BLOCK):
+        # a view, so that i >= 0 is evident (no wraparound test to stop LLVM)
+        blk = v[lo : min(lo + _SINE_BLOCK, n)]
+        nb = blk.shape[0]
+        if vmath.abs_bits_max(blk) < vmath.SIN_NARROW_LIMIT_BITS:
+            for i in range(nb):
+                blk[i] = _clamp_hidden(scale * vmath.sin_cos_narrow(blk[i], quadrant_shift))
+        else:
+            if tmp.shape[0] < nb:
+                tmp = np.empty(_SINE_BLOCK, dtype=np.float32)
+            x = tmp[:nb]
+            for i in range(nb):
+                x[i] = blk[i]
+            _sin_cos_block(x, quadrant_shift, blk)
+            for i in range(nb):
+                blk[i] = _clamp_hidden(scale * blk[i])
 
 
 @njit(cache=True)
@@ -447,22 +496,40 @@ def _random_sine_flat(v, scale, params, p_off):
 
     Term by term over a block, so that the sine loop is an element loop and
     vectorises; each element still sums its terms from 0 in the order
-    0, 1, ..., m - 1, so its bytes equal ``_random_sine``'s.
+    0, 1, ..., m - 1, so its bytes equal ``_random_sine``'s. A term whose
+    arguments in the block are all below ``vmath.SIN_NARROW_LIMIT`` (bounded
+    from max |v|) takes the float32 reduction alone (same bytes).
     """
     n = v.shape[0]
     m = np.int64(params[p_off])
-    acc = np.empty(min(n, _SINE_BLOCK), dtype=np.float32)
+    nb0 = min(n, _SINE_BLOCK)
+    acc = np.empty(nb0, dtype=np.float32)
+    arg = np.empty(nb0, dtype=np.float32)
+    sines = np.empty(nb0, dtype=np.float32)
     for lo in range(0, n, _SINE_BLOCK):
         blk = v[lo : min(lo + _SINE_BLOCK, n)]
         nb = blk.shape[0]
+        # |fma(f, x, phi)| <= (|f| max|x| + |phi|)(1 + 2^-24); nan and inf fail
+        max_abs = np.float64(np.int32(vmath.abs_bits_max(blk)).view(np.float32))
         for i in range(nb):
             acc[i] = _ZERO
         for j in range(m):
             amplitude = params[p_off + 1 + j]
             freq = params[p_off + 1 + m + j]
             phase = params[p_off + 1 + 2 * m + j]
-            for i in range(nb):
-                acc[i] += amplitude * vmath.sin(freq * blk[i] + phase)
+            bound = abs(np.float64(freq)) * max_abs + abs(np.float64(phase))
+            if bound * 1.000001 < _SIN_NARROW_LIMIT64:
+                for i in range(nb):
+                    s = vmath.sin_cos_narrow(simd.fma32(freq, blk[i], phase), 0)
+                    acc[i] = simd.fma32(amplitude, s, acc[i])
+            else:
+                a = arg[:nb]
+                sn = sines[:nb]
+                for i in range(nb):
+                    a[i] = simd.fma32(freq, blk[i], phase)
+                _sin_cos_block(a, 0, sn)
+                for i in range(nb):
+                    acc[i] = simd.fma32(amplitude, sn[i], acc[i])
         for i in range(nb):
             blk[i] = _clamp_hidden(scale * acc[i])
 
@@ -537,11 +604,9 @@ def _activate_flat(v, code, scale, params, p_off):
         for i in range(n):
             v[i] = _clamp_hidden(scale * _abs(v[i]))
     elif code == SIN:
-        for i in range(n):
-            v[i] = _clamp_hidden(scale * _sin(v[i]))
+        _sin_cos_flat(v, 0, scale)
     elif code == COS:
-        for i in range(n):
-            v[i] = _clamp_hidden(scale * _cos(v[i]))
+        _sin_cos_flat(v, 1, scale)
     elif code == SIGN:
         for i in range(n):
             v[i] = _clamp_hidden(scale * _sign(v[i]))

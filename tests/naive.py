@@ -272,13 +272,31 @@ def _softplus(x):
     return np.where(x > 20.0, x, np.logaddexp(0.0, np.minimum(x, 20.0)))
 
 
+def fma_float32(a, x, b):
+    """float32 a * x + b rounded once (IEEE fusedMultiplyAdd), elementwise.
+
+    a * x is exact in float64; the float64 sum s is off by e (TwoSum), which
+    only matters when s lies exactly halfway between two float32s."""
+    p = np.float64(np.float32(a)) * np.asarray(x, dtype=np.float32).astype(np.float64)
+    b = np.float64(np.float32(b))
+    s = p + b
+    bb = s - p
+    e = (p - (s - bb)) + (b - bb)
+    r = s.astype(np.float32)
+    lo = np.nextafter(r, np.float32(-np.inf))
+    hi = np.nextafter(r, np.float32(np.inf))
+    down = (e < 0) & (s == (r.astype(np.float64) + lo) / 2)
+    up = (e > 0) & (s == (r.astype(np.float64) + hi) / 2)
+    return np.where(down, lo, np.where(up, hi, r))
+
+
 def naive_random_sine(x, m, amplitudes, freqs, phases):
     """sum_i a_i sin(f_i x + phi_i); the argument is rounded to float32 first,
-    as torch (and the kernel) compute it in float32."""
+    as the kernel computes it: one fused multiply-add in float32."""
     x32 = np.asarray(x, dtype=np.float32)
     out = np.zeros(x32.shape, dtype=np.float64)
     for i in range(int(m)):
-        arg = np.float32(freqs[i]) * x32 + np.float32(phases[i])  # float32 ops
+        arg = fma_float32(freqs[i], x32, phases[i])
         out += np.float64(amplitudes[i]) * np.sin(arg.astype(np.float64))
     return out
 

@@ -20,6 +20,7 @@ import types
 from pathlib import Path
 
 import numba
+from numba import njit
 import numpy as np
 import pytest
 from scipy import stats
@@ -107,6 +108,32 @@ def test_activation_matches_naive(name):
         assert np.array_equal(got, want.astype(np.float32))
     else:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_random_sine_reference_rounds_its_argument_like_fma32():
+    # naive_random_sine forms f x + phi with one rounding, as the kernel's fma32
+    from plurel_fast.kernels.simd import fma32
+
+    @njit
+    def kernel_fma(a, x, b):
+        out = np.empty_like(x)
+        for i in range(x.shape[0]):
+            out[i] = fma32(a, x[i], b)
+        return out
+
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(200_000) * np.exp(rng.uniform(-5, 14, 200_000))).astype(np.float32)
+    for a, b in ((np.float32(0.37), np.float32(5.1)), (np.float32(9.9), np.float32(0.01))):
+        want = kernel_fma(a, x, b)
+        assert np.array_equal(naive_mlp.fma_float32(a, x, b), want)
+        # and it is not the twice-rounded a * x + b
+        assert not np.array_equal((a * x) + b, want)
+    # the float64 sum lands on a float32 midpoint (the true value is 2^-48
+    # below it) and ties-to-even would round it up
+    a, b = np.float32(2**-16 + 2**-32), np.float32(256 + 2**-15)
+    x = np.array([1 - 2**-16], dtype=np.float32)
+    assert np.float32(np.float64(a) * np.float64(x[0]) + np.float64(b)) == np.float32(256 + 2**-14)
+    assert naive_mlp.fma_float32(a, x, b)[0] == kernel_fma(a, x, b)[0] == np.float32(256 + 2**-15)
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
