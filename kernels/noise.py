@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from plurel_fast.kernels.rng import beta, uniform_open
+from plurel_fast.kernels.rng import beta, hash32, hash64
 
 # Noise shapes below this use the exact rejection sampler (``rng.beta``): the
 # tabulated inverse CDF is accurate to 1e-5 only from 1/2 up.
@@ -154,10 +154,50 @@ def beta_from_quantiles(u, a, b, q, x, cdf, guide):
     return q[j] + (s - j) * (q[j + 1] - q[j])
 
 
+# Draws take 32 random bits (``rng.hash32``): the top 11 pick the quantile cell
+# (NUM_QUANTILES = 2^11), the low 21 the position in it, so u = (bits + 1/2) 2^-32
+# and the interpolation needs no float uniform. The outer cells invert power-law
+# tails, where u near 0 or 1 needs more than 32 bits of resolution: there a second
+# hash supplies 21 more low bits (a 53-bit u with the same top 32 bits, hence the
+# same cell). Both are functions of (key, row, draw) only.
+_CELL_SHIFT = np.uint64(21)
+_FRAC_MASK = np.uint64((1 << 21) - 1)
+_INV21 = 1.0 / (1 << 21)
+_INV32 = 1.0 / (1 << 32)
+_INV53 = 1.0 / (1 << 53)
+_LOW_EDGE = _EDGE_CELLS
+_HIGH_EDGE = NUM_QUANTILES - _EDGE_CELLS
+_SALT_TAIL = np.uint64(0x6A09E667F3BCC909)
+
+
+@njit(inline="always", cache=True)
+def _is_edge(bits):
+    c = np.int64(bits >> _CELL_SHIFT)
+    return (c < _LOW_EDGE) | (c >= _HIGH_EDGE)
+
+
+@njit(inline="always", cache=True)
+def _interp_bits(bits, q):
+    """``beta_from_quantiles((bits + 1/2) 2^-32)`` outside the outer cells, bit for bit."""
+    c = np.int64(bits >> _CELL_SHIFT)
+    w = (float(bits & _FRAC_MASK) + 0.5) * _INV21
+    return q[c] + w * (q[c + 1] - q[c])
+
+
+@njit(inline="always", cache=True)
+def noise_uniform(key, row, draw):
+    """The u in (0, 1) that Beta noise draw (key, row, draw) inverts (see above)."""
+    bits = hash32(key, row, draw)
+    if _is_edge(bits):
+        low = hash64(np.uint64(key) ^ _SALT_TAIL, row, draw) >> np.uint64(43)
+        return (float((bits << _CELL_SHIFT) | low) + 0.5) * _INV53
+    return (float(bits) + 0.5) * _INV32
+
+
 @njit(inline="always", cache=True)
 def beta_noise(key, row, draw, a, b, q, x, cdf, guide):
-    """Counter-based Beta(a, b) draw from the node's tables."""
-    return beta_from_quantiles(uniform_open(key, row, draw), a, b, q, x, cdf, guide)
+    """Counter-based Beta(a, b) draw from the node's tables (reference of ``add_node_noise``)."""
+    return beta_from_quantiles(noise_uniform(key, row, draw), a, b, q, x, cdf, guide)
 
 
 @njit(inline="always", cache=True)
@@ -168,15 +208,33 @@ def add_node_noise(acc, n_rows, dim, row0, key, a, b, q, x, cdf, guide, unif):
     (``beta_tables``, ``quantile_tables``) when both shapes are at least
     ``TABLE_MIN_SHAPE``, else by exact rejection (``rng.beta``). ``unif`` is
     float64 scratch of at least ``dim`` values.
+
+    Table draws equal ``beta_noise``'s. Per row, a branch-free pass (vectorised:
+    one hash per pair of draws, table gathers) interpolates every draw and counts
+    those in the outer cells; only rows with such draws (~12 % of rows for 32
+    draws) take a scalar pass that redoes those few from the knot table.
     """
     inv_dim = 1.0 / dim
     if min(a, b) >= TABLE_MIN_SHAPE:
+        half = dim >> 1
         for t in range(n_rows):
             row = row0 + t
-            for j in range(dim):  # integer hashing only: vectorises
-                unif[j] = uniform_open(key, row, j)
+            n_edge = 0
+            for p in range(half):
+                h = hash64(key, row, p)
+                lo = h & np.uint64(0xFFFFFFFF)
+                hi = h >> np.uint64(32)
+                unif[2 * p] = _interp_bits(lo, q)
+                unif[2 * p + 1] = _interp_bits(hi, q)
+                n_edge += np.int64(_is_edge(lo)) + np.int64(_is_edge(hi))
+            if dim & 1:
+                unif[dim - 1] = beta_noise(key, row, dim - 1, a, b, q, x, cdf, guide)
+            if n_edge:
+                for j in range(2 * half):
+                    if _is_edge(hash32(key, row, j)):
+                        unif[j] = beta_noise(key, row, j, a, b, q, x, cdf, guide)
             for j in range(dim):
-                acc[t, j] += np.float32(beta_from_quantiles(unif[j], a, b, q, x, cdf, guide) * inv_dim)
+                acc[t, j] += np.float32(unif[j] * inv_dim)
     else:
         for t in range(n_rows):
             row = row0 + t
