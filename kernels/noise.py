@@ -19,8 +19,15 @@ against scipy.
 
 Draws interpolate linearly between Q = 2048 quantiles tabulated at u = j/Q
 (one look-up, no search); the four outer quantile cells at each end go back to the
-knot table, where a guide table (Chen & Asau 1974) finds the cell and the
-power-law tails are inverted exactly.
+knot table, where a guide table (Chen & Asau 1974) and bisection find the cell and
+the power-law tails are inverted exactly.
+
+Each draw takes 32 bits of a hash, two draws per 64-bit hash (``rng.hash32``):
+u = (bits + 1/2) 2^-32 resolves a quantile cell to 2^-21 of its width, and the
+0.4 % of draws in the outer cells get 21 more bits from a second hash. Per row,
+``add_node_noise`` interpolates all draws in one vectorised, branch-free pass and
+redoes the outer-cell ones in a scalar pass: ~1.8 ns a draw on one core, against
+~3.8 ns for a float64 uniform per draw and a branch per draw.
 """
 
 from __future__ import annotations
@@ -108,10 +115,18 @@ def beta_from_table(u, a, b, x, cdf, guide):
     """Inverse of the tabulated Beta(a, b) CDF at u in (0, 1)."""
     m = x.shape[0]
     g = guide.shape[0]
-    i = guide[min(int(u * g), g - 1)]
-    while i < m - 2 and cdf[i + 1] < u:
-        i += 1
-    return _invert_cell(u, i, a, b, x, cdf)
+    k = min(int(u * g), g - 1)
+    # The cell is the first i >= guide[k] with cdf[i + 1] >= u; it is at most
+    # guide[k + 1]. Bisect: near a steep end a guide cell spans ~100 knots.
+    lo = guide[k]
+    hi = guide[k + 1] if k + 1 < g else m - 2
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cdf[mid + 1] < u:
+            lo = mid + 1
+        else:
+            hi = mid
+    return _invert_cell(u, lo, a, b, x, cdf)
 
 
 @njit(parallel=True, cache=True)
@@ -185,19 +200,23 @@ def _interp_bits(bits, q):
 
 
 @njit(inline="always", cache=True)
-def noise_uniform(key, row, draw):
-    """The u in (0, 1) that Beta noise draw (key, row, draw) inverts (see above)."""
-    bits = hash32(key, row, draw)
+def _draw_of_bits(bits, key, row, draw, a, b, q, x, cdf, guide):
+    """Beta draw (key, row, draw) from its 32 bits ``hash32(key, row, draw)``."""
     if _is_edge(bits):
         low = hash64(np.uint64(key) ^ _SALT_TAIL, row, draw) >> np.uint64(43)
-        return (float((bits << _CELL_SHIFT) | low) + 0.5) * _INV53
-    return (float(bits) + 0.5) * _INV32
+        u = (float((bits << _CELL_SHIFT) | low) + 0.5) * _INV53
+        return beta_from_table(u, a, b, x, cdf, guide)
+    return _interp_bits(bits, q)
 
 
 @njit(inline="always", cache=True)
 def beta_noise(key, row, draw, a, b, q, x, cdf, guide):
-    """Counter-based Beta(a, b) draw from the node's tables (reference of ``add_node_noise``)."""
-    return beta_from_quantiles(noise_uniform(key, row, draw), a, b, q, x, cdf, guide)
+    """Counter-based Beta(a, b) draw from the node's tables (reference of ``add_node_noise``).
+
+    ``beta_from_quantiles`` at u = (bits + 1/2) 2^-32, with 21 more bits in the
+    outer cells (see above).
+    """
+    return _draw_of_bits(hash32(key, row, draw), key, row, draw, a, b, q, x, cdf, guide)
 
 
 @njit(inline="always", cache=True)
@@ -224,17 +243,25 @@ def add_node_noise(acc, n_rows, dim, row0, key, a, b, q, x, cdf, guide, unif):
                 h = hash64(key, row, p)
                 lo = h & np.uint64(0xFFFFFFFF)
                 hi = h >> np.uint64(32)
-                unif[2 * p] = _interp_bits(lo, q)
-                unif[2 * p + 1] = _interp_bits(hi, q)
-                n_edge += np.int64(_is_edge(lo)) + np.int64(_is_edge(hi))
-            if dim & 1:
-                unif[dim - 1] = beta_noise(key, row, dim - 1, a, b, q, x, cdf, guide)
-            if n_edge:
+                e_lo = _is_edge(lo)
+                e_hi = _is_edge(hi)
+                # Outer-cell draws add 0 here and their value below:
+                # (acc + 0) + v == acc + v in float32 (v >= 0), the same sum.
+                acc[t, 2 * p] += np.float32(0.0 if e_lo else _interp_bits(lo, q) * inv_dim)
+                acc[t, 2 * p + 1] += np.float32(0.0 if e_hi else _interp_bits(hi, q) * inv_dim)
+                n_edge += np.int64(e_lo) + np.int64(e_hi)
+            if n_edge:  # ~12 % of rows of 32 draws: hash again (vectorised) to find them
+                for p in range(half):
+                    h = hash64(key, row, p)
+                    unif[2 * p] = float(h & np.uint64(0xFFFFFFFF))
+                    unif[2 * p + 1] = float(h >> np.uint64(32))
                 for j in range(2 * half):
-                    if _is_edge(hash32(key, row, j)):
-                        unif[j] = beta_noise(key, row, j, a, b, q, x, cdf, guide)
-            for j in range(dim):
-                acc[t, j] += np.float32(unif[j] * inv_dim)
+                    bits = np.uint64(unif[j])
+                    if _is_edge(bits):
+                        v = _draw_of_bits(bits, key, row, j, a, b, q, x, cdf, guide)
+                        acc[t, j] += np.float32(v * inv_dim)
+            if dim & 1:
+                acc[t, dim - 1] += np.float32(beta_noise(key, row, dim - 1, a, b, q, x, cdf, guide) * inv_dim)
     else:
         for t in range(n_rows):
             row = row0 + t
