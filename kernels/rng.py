@@ -62,6 +62,21 @@ def hash64(key, row, draw):
 
 
 @njit(inline="always", cache=True)
+def hash32(key, row, draw):
+    """32 random bits for (key, row, draw): draws 2k and 2k + 1 are the low and
+    high halves of ``hash64(key, row, k)``, so a loop over draws hashes once per pair.
+
+    The halves are as good as independent draws: the last step of ``mix64`` is
+    ``z ^ (z >> 31)`` after a full-avalanche multiply, so each output bit, low
+    ones included, depends on every input bit, and a bijection with that mixing
+    is as good as a random function for this purpose. ``tests/test_kernels_rng.py``
+    checks the halves' joint law and correlation.
+    """
+    h = hash64(key, row, _U(draw) >> _U(1))
+    return (h >> (_U(draw & 1) << _U(5))) & _U(0xFFFFFFFF)
+
+
+@njit(inline="always", cache=True)
 def subkey(key, salt):
     """A key for an independent sub-stream of ``key`` (salt: any uint64)."""
     return mix64(_U(key) ^ mix64(_U(salt) + _GOLDEN))

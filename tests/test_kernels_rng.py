@@ -99,6 +99,37 @@ def test_hash_bits_are_balanced():
     assert np.unique(h).size == n  # a bijection of the row counter, no collisions
 
 
+@njit(cache=False)
+def _hash32_pairs(key, n, draw):
+    out = np.empty((n, 2), dtype=np.uint64)
+    for i in range(n):
+        out[i, 0] = rng.hash32(key, i, 2 * draw)
+        out[i, 1] = rng.hash32(key, i, 2 * draw + 1)
+    return out
+
+
+def test_hash32_is_the_halves_of_hash64():
+    h = _hash_column(KEY, np.int64(0), np.int64(1000), np.int64(5))
+    pairs = _hash32_pairs(KEY, np.int64(1000), np.int64(5))
+    assert np.array_equal(pairs[:, 0], h & np.uint64(0xFFFFFFFF))
+    assert np.array_equal(pairs[:, 1], h >> np.uint64(32))
+
+
+@pytest.mark.parametrize("shift", [27, 0])  # top 5 bits, bottom 5 bits of each half
+def test_hash32_halves_are_independent(shift):
+    # Noise draws 2k and 2k + 1 share one hash64: the joint law of their 32-bit
+    # halves must be uniform on 32 x 32 cells (expected count ~977 per cell).
+    n = N
+    pairs = _hash32_pairs(BIG_KEY, np.int64(n), np.int64(3))
+    lo = ((pairs[:, 0] >> np.uint64(shift)) & np.uint64(31)).astype(np.int64)
+    hi = ((pairs[:, 1] >> np.uint64(shift)) & np.uint64(31)).astype(np.int64)
+    counts = np.bincount(lo * 32 + hi, minlength=1024)
+    assert stats.chisquare(counts).pvalue > P_MIN
+    u = pairs.astype(np.float64) / 2.0**32
+    within(corr(u[:, 0], u[:, 1]), 0.0, 1 / np.sqrt(n), "halves of one hash")
+    within(corr(u[:-1, 1], u[1:, 0]), 0.0, 1 / np.sqrt(n), "high half vs next row's low half")
+
+
 # ---------------------------------------------------------------------------
 # normal
 # ---------------------------------------------------------------------------
