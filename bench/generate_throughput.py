@@ -1,7 +1,10 @@
 """End-to-end throughput of ``generate(seed, Config())`` (issue 3 targets).
 
-Runs each seed once in this (warm) process after a warm-up database, and
-prints per seed: plan and execute seconds, feature cells, cells per second;
+Runs each seed once in this (warm) process after a warm-up database, the way
+``generate`` does (``plan_database(..., scms=False)`` then ``execute``, which
+plans each table's SCM when it runs it), and prints per seed: plan (schema and
+foreign keys) and execute (SCMs, propagation, assembly) seconds, feature cells,
+cells per second;
 then the median and the pooled rate, and the process's peak RSS. Compare with
 the reference figures quoted in bench/RESULTS.md (plurel 1.1.0, one thread,
 same machine kind): 19.7 k feature cells/s median over seeds 0-7.
@@ -35,13 +38,13 @@ def main() -> None:
     args = parser.parse_args()
     config = Config.preset(args.preset)
 
-    execute(plan_database(1000, config))  # JIT warm-up (or cache load)
+    execute(plan_database(1000, config, scms=False))  # JIT warm-up (or cache load)
     print(f"threads={numba.get_num_threads()} preset={args.preset}")
     print(f"{'seed':>4} {'tables':>6} {'plan s':>7} {'exec s':>7} {'cells':>9} {'cells/s':>10}")
     rates, cells_all, secs_all = [], 0, 0.0
     for seed in _seeds(args.seeds):
         t0 = time.perf_counter()
-        plan = plan_database(seed, config)
+        plan = plan_database(seed, config, scms=False)
         t1 = time.perf_counter()
         db = execute(plan)
         t2 = time.perf_counter()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 
-import numba
 import numpy as np
 import polars as pl
 
@@ -80,21 +78,29 @@ def execute(
 ) -> Database:
     """Run a plan: every table's columns, parents before children.
 
-    A table's SCM plan (planned here when the plan holds none, one table
-    ahead in a background thread when numba has more than one thread:
-    ``_ScmAhead``) and its raw SCM values are kept only until its last child
-    table has read them through the collation encoders.
+    A table's SCM plan (planned here when the plan holds none) and its raw SCM
+    values are kept only until its last child table has read them through the
+    collation encoders.
     """
     schema = plan.schema
     frames: dict[str, pl.DataFrame] = {}
     raw: dict[str, tuple] = {}  # table -> (ScmPlan, raw values) while children need them
     readers_left = {t.name: len(t.children) for t in schema.tables}
-    order = [schema.table(name) for name in schema.order]
-    with _ScmAhead(plan, order) as scms:
-        for table in order:
-            _execute_table(plan, table, scms.take(), chunk_rows, raw, readers_left, frames)
-            if on_table is not None:
-                on_table(table, len(frames), len(schema.order))
+    for name in schema.order:
+        table = schema.table(name)
+        scm = plan.scm(table.id)
+        keys = _key_columns(plan, table, chunk_rows)
+        values = _scm_values(plan, table, scm, keys, raw, chunk_rows)
+        for parent in table.parents:
+            readers_left[parent] -= 1
+            if readers_left[parent] == 0:
+                del raw[parent]
+        if readers_left[name] > 0:
+            raw[name] = (scm, values)
+        del scm
+        frames[name] = _assemble(plan, table, keys, values)
+        if on_table is not None:
+            on_table(table, len(frames), len(schema.order))
     tables = {
         t.name: Table(
             frames[t.name],
@@ -115,56 +121,6 @@ def execute(
             "plurel_fast_version": package_version(),
         },
     )
-
-
-def _execute_table(plan, table, scm, chunk_rows, raw, readers_left, frames) -> None:
-    """One table's columns into ``frames``; ``raw`` keeps what its children still need."""
-    keys = _key_columns(plan, table, chunk_rows)
-    values = _scm_values(plan, table, scm, keys, raw, chunk_rows)
-    for parent in table.parents:
-        readers_left[parent] -= 1
-        if readers_left[parent] == 0:
-            del raw[parent]
-    if readers_left[table.name] > 0:
-        raw[table.name] = (scm, values)
-    frames[table.name] = _assemble(plan, table, keys, values)
-
-
-class _ScmAhead:
-    """The SCM plans of ``tables`` in order, each planned while the one before runs.
-
-    Planning a table's SCM is mostly single-threaded (Python, NumPy); with
-    more than one numba thread it runs in a background thread during the
-    previous table's kernels, which release the GIL, and so fills the cores
-    the serial work would leave idle. Plans are pure functions of (seed,
-    table, config), so this changes no value. With one numba thread, or
-    when the plan already holds its SCMs, plans are made (or read) in turn.
-    At most one plan is made ahead, so memory holds one extra SCM.
-    """
-
-    def __init__(self, plan: DatabasePlan, tables: list[TablePlan]):
-        self._plan, self._tables, self._next = plan, tables, 0
-        ahead = not plan.scms and len(tables) > 1 and numba.get_num_threads() > 1
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="plurel-plan") if ahead else None
-        self._future = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        return False
-
-    def take(self):
-        """The next table's SCM plan (and start planning the one after)."""
-        i = self._next
-        scm = self._future.result() if self._future is not None else self._plan.scm(self._tables[i].id)
-        self._next = i + 1
-        self._future = None
-        if self._pool is not None and self._next < len(self._tables):
-            self._future = self._pool.submit(self._plan.scm, self._tables[self._next].id)
-        return scm
 
 
 def _chunks(n: int, chunk_rows: int):
