@@ -14,13 +14,13 @@ from plurel_fast.kernels.sources import source_values
 from plurel_fast.plan.database import plan_database
 
 
-def _config(agg, mode, **scm):
+def _config(agg, mode, entity_rows=(30, 60), activity_rows=(60, 90), num_cols=(2, 5), **scm):
     return Config(
         database_params=DatabaseParams(
             num_tables_choices=Choices("range", [3, 4]),
-            num_rows_entity_table_choices=Choices("range", [30, 60]),
-            num_rows_activity_table_choices=Choices("range", [60, 90]),
-            num_cols_choices=Choices("range", [2, 5]),
+            num_rows_entity_table_choices=Choices("range", list(entity_rows)),
+            num_rows_activity_table_choices=Choices("range", list(activity_rows)),
+            num_cols_choices=Choices("range", list(num_cols)),
         ),
         scm_params=SCMParams(
             propagation_agg_choices=Choices("set", [agg]),
@@ -160,16 +160,7 @@ def test_propagation_tile_rows():
 def test_values_independent_of_tile_rows(tile, monkeypatch):
     from plurel_fast.kernels import scm as scm_kernels
 
-    config = _config("logexp", "type_eager")
-    config = Config(
-        database_params=DatabaseParams(
-            num_tables_choices=Choices("range", [3, 4]),
-            num_rows_entity_table_choices=Choices("range", [300, 400]),
-            num_rows_activity_table_choices=Choices("range", [500, 700]),
-            num_cols_choices=Choices("range", [3, 6]),
-        ),
-        scm_params=config.scm_params,
-    )
+    config = _config("logexp", "type_eager", entity_rows=(300, 400), activity_rows=(500, 700), num_cols=(3, 6))
     plan = plan_database(2, config)
     want, _ = _run(plan, 10_000)  # whole tables: 64-88 row tiles
     monkeypatch.setattr(scm_kernels, "propagation_tile_rows", lambda n: tile)
