@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 from numba import njit, prange
 
@@ -836,8 +837,11 @@ def mlp_forward(bank, mlp_id, x, tile_rows: int = TILE_ROWS) -> np.ndarray:
     -------
     np.ndarray of float32, shape (N, out_dim)
     """
+    mlp_id = _bank_index("mlp_id", mlp_id, bank.mlps.shape[0], "MLPs")
+    if getattr(bank, "lazy", False):  # draw this MLP's matrices alone
+        layers, weights = bank.weights_of([mlp_id])
+        bank = msgspec.structs.replace(bank, layers=layers, weights=weights, lazy=False)
     mlps, layers, weights, layer_scale, act_params = _bank_arrays(bank)
-    mlp_id = _bank_index("mlp_id", mlp_id, mlps.shape[0], "MLPs")
     first, num_layers = int(mlps[mlp_id, 0]), int(mlps[mlp_id, 1])
     in_dim = int(layers[first, 1])
     out_dim = int(layers[first + num_layers - 1, 2])

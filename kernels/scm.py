@@ -10,8 +10,15 @@ come from ``kernels.sources``, and every inner node v that can reach a column
 
 with the Beta(alpha_v, beta_v)/32 noise drawn by the counter-based RNG at
 (noise_key[v], row, dimension), by inverse CDF from a per-node table
-(``kernels.noise``; exact rejection sampling for shapes below 1/2). Rows are independent, so the kernel runs tiles
-of rows in parallel and the result does not depend on chunking or threads.
+(``kernels.noise``; exact rejection sampling for shapes below 1/2).
+
+Propagation runs node by node over a *pass* of rows (one float32 per node and
+row, at most ``PASS_BYTES``): a node's MLPs are drawn from the plan's lazy
+bank (``kernels.weights.draw_layers``) just before the node runs, and stay in
+cache while the pass's rows go through them in tiles, dealt to the threads.
+So an SCM's weights are never all in memory (a wide one has ~100 MB), and
+each is read from cache rather than streamed once per tile. Rows are
+independent, so the result does not depend on passes, tiles, chunks or threads.
 
 ``collation_partials`` pre-aggregates, once per parent row, the clamped and
 weighted collation encodings of all the parent's column nodes for one child
@@ -23,11 +30,13 @@ instead of one child row.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from plurel_fast.kernels import vmath
 from plurel_fast.kernels.mlp import categorical_decode_tile, mlp_forward_tile
+from plurel_fast.kernels.weights import draw_layers
 from plurel_fast.kernels.noise import (
     NUM_GUIDE,
     NUM_KNOTS,
@@ -46,6 +55,13 @@ MAX_TILE_ROWS = 256
 # ...while keeping at least this many tiles per call, so two or more threads
 # share a small table evenly.
 MIN_TILES = 8
+# Propagation runs node by node over a pass of rows holding one float32 per
+# (node, row): at most this many bytes...
+PASS_BYTES = 16 << 20
+# ...but at least this many rows (a pass re-draws a lazy bank's weights).
+MIN_PASS_ROWS = 4096
+# Weights of a lazy bank's categorical encoders drawn at once by encoder_tables.
+ENCODER_BATCH_WEIGHTS = 1 << 20
 INPUT_CLAMP = np.float32(1e4)
 _NEG_INF = np.float32(-np.inf)
 _ZERO = np.float32(0.0)
@@ -177,72 +193,147 @@ def _encode(value_row, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc,
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _propagate_chunk(
-    start, stop, tile_rows, src_vals,
+def _node_tiles(
+    v, n_rows, row0, fk_off, tile_rows, vals,
+    agg, num_categories, noise_alpha, noise_beta, noise_key,
+    dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table, enc_tables,
+    node_slot, fk_rows, fk_base, partials,
+    mlps, layers, weights, layer_scale, act_params, emb_offsets, emb_weights,
+    dim, noise_q, noise_x, noise_cdf, noise_guide,
+    acc_w, lse_w, enc_w, h_w, x1_w, y1_w, labels_w, prows_w, unif_w, buf_a_w, buf_b_w,
+):
+    """Inner node v on rows [0, n_rows) of ``vals`` (table rows row0 + t): tiles of
+    ``tile_rows`` dealt round-robin to the workers, each with its own scratch."""
+    n_workers = acc_w.shape[0]
+    n_tiles = (n_rows + tile_rows - 1) // tile_rows
+    n_fk = fk_rows.shape[0]
+    a = agg[v]
+    slot = node_slot[v]
+    for w in prange(n_workers):
+        acc, lse_sum, enc, h = acc_w[w], lse_w[w], enc_w[w], h_w[w]
+        x1, y1, labels, prows, unif = x1_w[w], y1_w[w], labels_w[w], prows_w[w], unif_w[w]
+        buf_a, buf_b = buf_a_w[w], buf_b_w[w]
+        for tile in range(w, n_tiles, n_workers):
+            t0 = tile * tile_rows
+            tn = min(tile_rows, n_rows - t0)
+            _agg_init(a, acc, lse_sum, tn, dim)
+            for e in range(in_ptr[v], in_ptr[v + 1]):
+                _encode(vals[edge_src[e], t0:], edge_mlp[e], edge_table[e], enc_tables,
+                        tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
+                        buf_a, buf_b)
+                _fold_edge(a, acc, lse_sum, enc, edge_weight[e], tn, dim)
+            for f in range(n_fk):
+                for t in range(tn):
+                    prows[t] = fk_base[f] + fk_rows[f, fk_off + t0 + t]
+                _fold_partials(a, acc, lse_sum, partials, prows, slot, tn, dim)
+            _agg_finish(a, acc, lse_sum, tn, dim)
+            add_node_noise(acc, tn, dim, row0 + t0, noise_key[v], noise_alpha[v], noise_beta[v],
+                           noise_q[v], noise_x[v], noise_cdf[v], noise_guide[v], unif)
+            if num_categories[v] > 0:
+                mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
+                                 act_params, h[:tn], buf_a, buf_b)
+                categorical_decode_tile(h[:tn], dec_emb[v], emb_offsets, emb_weights, labels[:tn])
+                for t in range(tn):
+                    vals[v, t0 + t] = np.float32(labels[t])
+            else:
+                mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
+                                 act_params, y1[:tn], buf_a, buf_b)
+                for t in range(tn):
+                    vals[v, t0 + t] = y1[t, 0]
+
+
+@njit(inline="always", cache=True)
+def _node_layers(v, dec_mlp, in_ptr, edge_mlp, mlps, layers, ids):
+    """Layers of node v's decoder and numerical edge encoders into ``ids``;
+    returns (count, total weights). With ``ids`` of size 0, only counts."""
+    count = 0
+    size = 0
+    for k in range(in_ptr[v + 1] - in_ptr[v] + 1):
+        m = dec_mlp[v] if k == 0 else edge_mlp[in_ptr[v] + k - 1]
+        if m < 0:
+            continue
+        for layer in range(mlps[m, 0], mlps[m, 0] + mlps[m, 1]):
+            if ids.shape[0] > 0:
+                ids[count] = layer
+            count += 1
+            size += layers[layer, 1] * layers[layer, 2]
+    return count, size
+
+
+@njit(nogil=True, cache=True)
+def _propagate_rows(
+    start, stop, pass_rows, tile_rows, n_workers, src_vals,
     order, is_source, num_categories, source_index, agg, noise_alpha, noise_beta, noise_key,
     dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table, enc_tables,
     node_column, node_slot, fk_rows, fk_base, partials,
     mlps, layers, weights, layer_scale, act_params, max_width, emb_offsets, emb_weights,
+    lazy, layer_key, layer_draw, layer_init, layer_density,
     dim, noise_q, noise_x, noise_cdf, noise_guide, out,
 ):
+    """Rows [start, stop) node by node, in passes of at most ``pass_rows`` rows.
+
+    A pass holds one float32 value per (node, row); each node's MLPs are
+    drawn (lazy bank) into a buffer the size of the widest node's, just
+    before the node runs on the pass's rows, so a node's weights stay in
+    cache while every row goes through them.
+    """
     n_rows = stop - start
     n_nodes = is_source.shape[0]
     n_run = order.shape[0]  # the nodes evaluated (ScmPlan.run_order)
-    n_tiles = (n_rows + tile_rows - 1) // tile_rows
-    n_fk = fk_rows.shape[0]
-    for tile in prange(n_tiles):
-        t0 = tile * tile_rows
-        tn = min(tile_rows, n_rows - t0)
-        vals = np.empty((n_nodes, tile_rows), dtype=np.float32)
-        acc = np.empty((tile_rows, dim), dtype=np.float32)
-        lse_sum = np.empty((tile_rows, dim), dtype=np.float32)
-        enc = np.empty((tile_rows, dim), dtype=np.float32)
-        h = np.empty((tile_rows, dim), dtype=np.float32)
-        x1 = np.empty((tile_rows, 1), dtype=np.float32)
-        y1 = np.empty((tile_rows, 1), dtype=np.float32)
-        labels = np.empty(tile_rows, dtype=np.int64)
-        prows = np.empty(tile_rows, dtype=np.int64)
-        unif = np.empty(dim, dtype=np.float64)
-        buf_a = np.empty((tile_rows, max_width), dtype=np.float32)
-        buf_b = np.empty((tile_rows, max_width), dtype=np.float32)
+    vals = np.empty((n_nodes, min(pass_rows, n_rows)), dtype=np.float32)
+    acc_w = np.empty((n_workers, tile_rows, dim), dtype=np.float32)
+    lse_w = np.empty((n_workers, tile_rows, dim), dtype=np.float32)
+    enc_w = np.empty((n_workers, tile_rows, dim), dtype=np.float32)
+    h_w = np.empty((n_workers, tile_rows, dim), dtype=np.float32)
+    x1_w = np.empty((n_workers, tile_rows, 1), dtype=np.float32)
+    y1_w = np.empty((n_workers, tile_rows, 1), dtype=np.float32)
+    labels_w = np.empty((n_workers, tile_rows), dtype=np.int64)
+    prows_w = np.empty((n_workers, tile_rows), dtype=np.int64)
+    unif_w = np.empty((n_workers, dim), dtype=np.float64)
+    buf_a_w = np.empty((n_workers, tile_rows, max_width), dtype=np.float32)
+    buf_b_w = np.empty((n_workers, tile_rows, max_width), dtype=np.float32)
+    no_ids = np.empty(0, dtype=np.int64)
+    max_count = 0
+    max_size = 0
+    if lazy:
+        for oi in range(n_run):
+            count, size = _node_layers(order[oi], dec_mlp, in_ptr, edge_mlp, mlps, layers, no_ids)
+            max_count = max(max_count, count)
+            max_size = max(max_size, size)
+    ids = np.empty(max_count, dtype=np.int64)
+    local = layers.copy() if lazy else layers
+    wbuf = np.empty(max_size, dtype=np.float32) if lazy else weights
+    for p0 in range(0, n_rows, pass_rows):
+        pn = min(pass_rows, n_rows - p0)
         for oi in range(n_run):
             v = order[oi]
             if is_source[v]:
                 s = source_index[v]
-                for t in range(tn):
-                    vals[v, t] = np.float32(src_vals[t0 + t, s])
+                for t in range(pn):
+                    vals[v, t] = np.float32(src_vals[p0 + t, s])
             else:
-                a = agg[v]
-                _agg_init(a, acc, lse_sum, tn, dim)
-                for e in range(in_ptr[v], in_ptr[v + 1]):
-                    u = edge_src[e]
-                    _encode(vals[u], edge_mlp[e], edge_table[e], enc_tables,
-                            tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
-                            buf_a, buf_b)
-                    _fold_edge(a, acc, lse_sum, enc, edge_weight[e], tn, dim)
-                for f in range(n_fk):
-                    for t in range(tn):
-                        prows[t] = fk_base[f] + fk_rows[f, t0 + t]
-                    _fold_partials(a, acc, lse_sum, partials, prows, node_slot[v], tn, dim)
-                _agg_finish(a, acc, lse_sum, tn, dim)
-                add_node_noise(acc, tn, dim, start + t0, noise_key[v], noise_alpha[v], noise_beta[v],
-                               noise_q[v], noise_x[v], noise_cdf[v], noise_guide[v], unif)
-                if num_categories[v] > 0:
-                    mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
-                                     act_params, h[:tn], buf_a, buf_b)
-                    categorical_decode_tile(h[:tn], dec_emb[v], emb_offsets, emb_weights,
-                                            labels[:tn])
-                    for t in range(tn):
-                        vals[v, t] = np.float32(labels[t])
-                else:
-                    mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
-                                     act_params, y1[:tn], buf_a, buf_b)
-                    for t in range(tn):
-                        vals[v, t] = y1[t, 0]
+                if lazy:
+                    count, size = _node_layers(v, dec_mlp, in_ptr, edge_mlp, mlps, layers, ids)
+                    off = 0
+                    for i in range(count):
+                        local[ids[i], 0] = off
+                        off += layers[ids[i], 1] * layers[ids[i], 2]
+                    draw_layers(ids[:count], local, layer_key, layer_draw, layer_init,
+                                layer_density, wbuf)
+                _node_tiles(
+                    v, pn, start + p0, p0, tile_rows, vals,
+                    agg, num_categories, noise_alpha, noise_beta, noise_key,
+                    dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table,
+                    enc_tables, node_slot, fk_rows, fk_base, partials,
+                    mlps, local, wbuf, layer_scale, act_params, emb_offsets, emb_weights,
+                    dim, noise_q, noise_x, noise_cdf, noise_guide,
+                    acc_w, lse_w, enc_w, h_w, x1_w, y1_w, labels_w, prows_w, unif_w,
+                    buf_a_w, buf_b_w,
+                )  # fmt: skip
             c = node_column[v]
             if c >= 0:
-                for t in range(tn):
-                    out[t0 + t, c] = vals[v, t]
+                for t in range(pn):
+                    out[p0 + t, c] = vals[v, t]
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -282,10 +373,10 @@ def _collation_chunk(
                     out[t0 + t, s, j] = acc[t, j]
 
 
-@njit(nogil=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _encoder_tables(pending, offsets, mlps, layers, weights, layer_scale, act_params, max_width,
                     emb_offsets, emb_weights, dim, out):
-    for p in range(pending.shape[0]):
+    for p in prange(pending.shape[0]):
         emb_id = pending[p, 0]
         off = emb_offsets[emb_id, 0]
         cats = emb_offsets[emb_id, 1]
@@ -320,16 +411,22 @@ def encoder_tables(bank, pending: np.ndarray, dim: int):
     if len(pending):
         offsets[1:] = np.cumsum(sizes)[:-1]
     out = np.empty(int(sizes.sum()), dtype=np.float32)
-    if len(pending):
-        _encoder_tables(pending, offsets, bank.mlps, bank.layers, bank.weights, bank.layer_scale,
-                        bank.act_params, int(bank.max_width), bank.emb_offsets, bank.emb_weights,
-                        np.int64(dim), out)
+    if not len(pending):
+        return out, offsets
+    # A lazy bank's encoder MLPs are drawn a batch at a time (a wide SCM has
+    # thousands of categorical edges: tens of MB of weights at once).
+    first, count = bank.mlps[pending[:, 1], 0], bank.mlps[pending[:, 1], 1]
+    ends = np.zeros(bank.layers.shape[0] + 1, dtype=np.int64)
+    np.cumsum(bank.layers[:, 1] * bank.layers[:, 2], out=ends[1:])
+    per_mlp = ends[first + count] - ends[first] if bank.lazy else np.zeros(len(pending), np.int64)
+    batch = np.cumsum(per_mlp) // ENCODER_BATCH_WEIGHTS
+    for b in np.unique(batch):
+        rows = np.flatnonzero(batch == b)
+        layers, weights = bank.weights_of(pending[rows, 1])
+        _encoder_tables(pending[rows], offsets[rows], bank.mlps, layers, weights,
+                        bank.layer_scale, bank.act_params, int(bank.max_width),
+                        bank.emb_offsets, bank.emb_weights, np.int64(dim), out)
     return out, offsets
-
-
-def _bank(plan):
-    m = plan.mlp
-    return (m.mlps, m.layers, m.weights, m.layer_scale, m.act_params, int(m.max_width))
 
 
 def collation_partials(parent_plan, child_index: int, values: np.ndarray, slot_aggs: np.ndarray):
@@ -359,12 +456,13 @@ def collation_partials(parent_plan, child_index: int, values: np.ndarray, slot_a
     out = np.empty((n, len(slot_aggs), dim), dtype=np.float32)
     if n == 0 or k == 0:
         return out
-    mlps, layers, weights, layer_scale, act_params, max_width = _bank(parent_plan)
+    m = parent_plan.mlp
+    coll_mlp = parent_plan.coll_mlp[child_index]
+    layers, weights = m.weights_of(coll_mlp)
     _collation_chunk(
-        values, parent_plan.coll_mlp[child_index],
-        parent_plan.coll_table[child_index], parent_plan.enc_tables,
+        values, coll_mlp, parent_plan.coll_table[child_index], parent_plan.enc_tables,
         np.ascontiguousarray(slot_aggs, dtype=np.int64),
-        mlps, layers, weights, layer_scale, act_params, max_width, dim, out,
+        m.mlps, layers, weights, m.layer_scale, m.act_params, int(m.max_width), dim, out,
     )
     return out
 
@@ -399,6 +497,13 @@ def propagation_tile_rows(n_rows: int) -> int:
     return int(min(MAX_TILE_ROWS, max(TILE_ROWS, -(-per_tile // 4) * 4)))
 
 
+def propagation_pass_rows(n_rows: int, n_nodes: int) -> int:
+    """Rows per propagation pass: the pass holds a float32 per (node, row), at most
+    ``PASS_BYTES`` (and never fewer than ``MIN_PASS_ROWS`` rows, which keep
+    re-drawing a lazy bank's weights per pass cheap against the rows' work)."""
+    return int(max(MIN_PASS_ROWS, min(max(n_rows, 1), PASS_BYTES // (4 * max(n_nodes, 1)))))
+
+
 def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.ndarray,
               fk_base: np.ndarray, partials: np.ndarray, node_slot: np.ndarray,
               out: np.ndarray, noise_tables=None) -> None:
@@ -429,14 +534,20 @@ def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.nda
     m = plan.mlp
     if noise_tables is None:
         noise_tables = noise_tables_of(plan)
-    _propagate_chunk(
-        np.int64(start), np.int64(stop), np.int64(propagation_tile_rows(stop - start)), src_vals,
+    n_rows = stop - start
+    pass_rows = propagation_pass_rows(n_rows, n)
+    tile_rows = propagation_tile_rows(min(pass_rows, n_rows))
+    n_workers = max(1, min(numba.get_num_threads(), -(-max(n_rows, 1) // tile_rows)))
+    _propagate_rows(
+        np.int64(start), np.int64(stop), np.int64(pass_rows), np.int64(tile_rows),
+        np.int64(n_workers), src_vals,
         plan.run_order, plan.is_source, plan.num_categories, plan.source_index, plan.agg,
         plan.noise_alpha, plan.noise_beta, plan.noise_key,
         plan.dec_mlp, plan.dec_emb, plan.in_ptr, plan.edge_src, plan.edge_weight,
         plan.edge_mlp, plan.edge_table, plan.enc_tables,
         node_column, node_slot, fk_rows, fk_base, partials,
         m.mlps, m.layers, m.weights, m.layer_scale, m.act_params, int(m.max_width),
-        m.emb_offsets, m.emb_weights, np.int64(plan.emb_dim),
-        *noise_tables, out,
+        m.emb_offsets, m.emb_weights,
+        bool(m.lazy), m.layer_key, m.layer_draw, m.layer_init, m.layer_density,
+        np.int64(plan.emb_dim), *noise_tables, out,
     )

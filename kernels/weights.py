@@ -299,6 +299,34 @@ def _draw_weights(key, rows, cols, inits, densities, starts, chunks, out):
             )  # fmt: skip
 
 
+@njit(parallel=True, nogil=True, cache=True)
+def draw_layers(ids, layers, layer_key, layer_draw, layer_init, layer_density, out):
+    """Draw the matrices ``ids`` of a bank whose weights are drawn on demand.
+
+    Matrix ``l = ids[i]`` is matrix ``layer_draw[l]`` of the ``draw_weights``
+    call under key ``layer_key[l]``, with shape ``layers[l, 1:3]``, init
+    ``layer_init[l]`` and density ``layer_density[l]`` (float64, as drawn):
+    the same bytes ``draw_weights`` gives it. It goes to
+    ``out[layers[l, 0] : layers[l, 0] + rows * cols]``, so a caller places
+    the matrices where it likes by rewriting column 0 of (a copy of) the
+    bank's ``layers``. The matrices are shared among the threads; each is a
+    function of its own counters alone.
+    """
+    for i in prange(ids.shape[0]):
+        layer = ids[i]
+        rows = layers[layer, 1]
+        cols = layers[layer, 2]
+        off = layers[layer, 0]
+        key = layer_key[layer]
+        redo = np.empty((rows * cols + 7) // 8 * 8, dtype=np.uint8)
+        to_pick = np.empty(cols, dtype=np.float64)
+        _draw_matrix(
+            subkey(key, _SALT_MASK), subkey(key, _SALT_VALUE), subkey(key, _SALT_SPARSE),
+            layer_draw[layer], rows, cols, layer_init[layer], layer_density[layer],
+            out[off : off + rows * cols], redo, to_pick,
+        )  # fmt: skip
+
+
 def draw_weights(key, rows, cols, inits, densities=None) -> np.ndarray:
     """K weight matrices, one after another (SPEC §4.2; law in the module docstring).
 

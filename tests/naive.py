@@ -364,6 +364,21 @@ def fma32(a, b, c):
     return (exact + np.asarray(c, np.float64)).astype(np.float32)
 
 
+_STORED: dict[int, tuple] = {}
+
+
+def _stored(bank):
+    """``bank`` with its weights stored (a lazy bank materialised once, then cached)."""
+    if not getattr(bank, "lazy", False):
+        return bank
+    hit = _STORED.get(id(bank))
+    if hit is None or hit[0] is not bank:
+        if len(_STORED) > 16:
+            _STORED.clear()
+        hit = _STORED[id(bank)] = (bank, bank.materialise())
+    return hit[1]
+
+
 def naive_mlp_forward(bank, mlp_id, x, activation_names, exact_matmul=True, activation=None):
     """Forward of MLP ``mlp_id`` of a frozen bank, layer by layer.
 
@@ -373,6 +388,7 @@ def naive_mlp_forward(bank, mlp_id, x, activation_names, exact_matmul=True, acti
     activations see the same pre-activations; the activations are float64
     rounded to float32. Returns float32 (N, out_dim).
     """
+    bank = _stored(bank)
     first, num_layers = (int(v) for v in bank.mlps[mlp_id])
     h = np.asarray(x, dtype=np.float32)
     for layer in range(first, first + num_layers):

@@ -35,6 +35,13 @@ so a seed keeps its meaning):
 
 Each matrix has the law of the per-matrix reference :func:`init_matrix`
 followed by :func:`apply_density` (the tests compare the two).
+
+A bank made with ``MlpBank(lazy=True)`` (what ``plan_scm`` uses) records the
+key and the draw index of every weight matrix instead of drawing it: the SCM
+kernels draw each node's matrices when they reach the node (``weights_of``,
+``kernels.weights.draw_layers``), so a wide SCM never holds all its weights
+at once (tens of MB on a default database), and the bytes are those an eager
+bank stores. Embedding tables are always drawn at freeze.
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ import msgspec
 import numpy as np
 
 from plurel_fast.kernels.mlp import ACTIVATION_NAMES, LINEAR, RANDOM_SINE
-from plurel_fast.kernels.weights import INIT_NAMES, SPARSE_STD, SPARSITY, TRUNC_BOUND, draw_weights
+from plurel_fast.kernels.weights import (
+    INIT_NAMES,
+    SPARSE_STD,
+    SPARSITY,
+    TRUNC_BOUND,
+    draw_layers,
+    draw_weights,
+)
 
 ACTIVATION_CODES: dict[str, int] = {name: code for code, name in enumerate(ACTIVATION_NAMES)}
 INIT_CODES: dict[str, int] = {name: code for code, name in enumerate(INIT_NAMES)}
@@ -212,7 +226,9 @@ class MlpBankArrays(msgspec.Struct, frozen=True):
     Attributes
     ----------
     weights : float32 (W,)
-        Every weight matrix, row-major with shape (in_dim, out_dim).
+        Every weight matrix, row-major with shape (in_dim, out_dim); empty
+        when ``lazy`` (the offsets in ``layers`` still place each matrix in
+        the flat array :meth:`materialise` would fill).
     layers : int64 (num_layers, 5)
         ``[weight_offset, in_dim, out_dim, act_code, act_param_offset]``;
         ``act_code`` indexes ``ACTIVATION_NAMES`` and is -1 on the last
@@ -231,10 +247,18 @@ class MlpBankArrays(msgspec.Struct, frozen=True):
     layer_init, emb_init : int64 (num_layers,), (num_tables,)
         Index in ``INIT_NAMES`` of the init used (-1: weights given as is);
         for inspection only.
-    layer_density : float32 (num_layers,)
-        Density ``d`` of the Bernoulli mask (1: no mask); for inspection only.
+    layer_density : float64 (num_layers,)
+        Density ``d`` of the Bernoulli mask (1: no mask).
     max_width : int
         Largest in/out width of any layer (scratch buffer width).
+    layer_key : uint64 (num_layers,)
+        Key of the ``kernels.weights.draw_weights`` call that draws each
+        matrix (0 for a given matrix).
+    layer_draw : int64 (num_layers,)
+        Index of each matrix in that call (-1 for a given matrix).
+    lazy : bool
+        True when ``weights`` is not stored: matrices are drawn on demand
+        from ``layer_key`` / ``layer_draw`` (:meth:`weights_of`).
     """
 
     weights: np.ndarray
@@ -248,6 +272,9 @@ class MlpBankArrays(msgspec.Struct, frozen=True):
     layer_density: np.ndarray
     emb_init: np.ndarray
     max_width: int
+    layer_key: np.ndarray
+    layer_draw: np.ndarray
+    lazy: bool = False
 
     @property
     def num_mlps(self) -> int:
@@ -263,9 +290,50 @@ class MlpBankArrays(msgspec.Struct, frozen=True):
         return int(self.layers[first, 1]), int(self.layers[first + count - 1, 2])
 
     def weight_matrix(self, layer: int) -> np.ndarray:
-        """View of one layer's weight matrix, shape (in_dim, out_dim)."""
+        """One layer's weight matrix, shape (in_dim, out_dim): a view, or drawn when lazy."""
         off, rows, cols = (int(v) for v in self.layers[layer, :3])
+        if self.lazy:
+            local = self.layers.copy()
+            local[layer, 0] = 0
+            out = np.empty(rows * cols, dtype=np.float32)
+            self._draw(np.array([layer], dtype=np.int64), local, out)
+            return out.reshape(rows, cols)
         return self.weights[off : off + rows * cols].reshape(rows, cols)
+
+    def weights_of(self, mlp_ids) -> tuple[np.ndarray, np.ndarray]:
+        """``(layers, weights)`` that hold at least the MLPs ``mlp_ids`` (ids < 0 ignored).
+
+        The bank's own arrays when it stores its weights; when lazy, a copy of
+        ``layers`` whose offsets point into a new array holding just those
+        MLPs' matrices, drawn now. Either pair goes to the kernels of
+        ``plurel_fast.kernels.mlp`` in place of ``(layers, weights)``.
+        """
+        if not self.lazy:
+            return self.layers, self.weights
+        ids = np.unique(np.asarray(mlp_ids, dtype=np.int64).reshape(-1))
+        ids = ids[ids >= 0]
+        first, count = self.mlps[ids, 0], self.mlps[ids, 1]
+        chosen = np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        sizes = self.layers[chosen, 1] * self.layers[chosen, 2]
+        local = self.layers.copy()
+        local[chosen, 0] = np.cumsum(sizes) - sizes
+        out = np.empty(int(sizes.sum()), dtype=np.float32)
+        self._draw(chosen, local, out)
+        return local, out
+
+    def materialise(self) -> MlpBankArrays:
+        """The same bank with every weight drawn and stored (itself if not lazy)."""
+        if not self.lazy:
+            return self
+        total = int((self.layers[:, 1] * self.layers[:, 2]).sum())
+        out = np.empty(total, dtype=np.float32)
+        self._draw(np.arange(self.layers.shape[0], dtype=np.int64), self.layers, out)
+        return msgspec.structs.replace(self, weights=out, lazy=False)
+
+    def _draw(self, layer_ids: np.ndarray, layers: np.ndarray, out: np.ndarray) -> None:
+        if layer_ids.size:
+            draw_layers(layer_ids, layers, self.layer_key, self.layer_draw, self.layer_init,
+                        self.layer_density, out)
 
     def embedding_table(self, emb_id: int) -> np.ndarray:
         """View of one embedding table, shape (num_categories, dim)."""
@@ -289,7 +357,7 @@ class MlpBankArrays(msgspec.Struct, frozen=True):
     def __repr__(self) -> str:
         return (
             f"MlpBankArrays({self.num_mlps} mlps, {self.layers.shape[0]} layers, "
-            f"{self.weights.size} weights, {self.num_embeddings} embedding tables "
+            f"{'lazy' if self.lazy else self.weights.size} weights, {self.num_embeddings} embedding tables "
             f"({self.emb_weights.size} weights), {self.act_params.size} act params, "
             f"max_width={self.max_width})"
         )
@@ -307,14 +375,19 @@ class MlpBank:
     from it in between: a deterministic function of the generator's state
     either way. Usually all calls share one generator; with several, the
     weights of each MLP and table come from its own generator alone.
+
+    With ``lazy=True`` :meth:`freeze` draws the scales, keys and embedding
+    tables but no weight matrix (see the module docstring); such a bank takes
+    no given matrices (:meth:`add_mlp_layers`).
     """
 
-    def __init__(self):
+    def __init__(self, lazy: bool = False):
+        self._lazy = bool(lazy)
         # one entry per layer; init -1 and rng -1 mark a given matrix, scale
         # NaN one drawn by freeze
         self._layers = _Columns(
             rows=np.int64, cols=np.int64, act=np.int64, act_offset=np.int64, scale=np.float64,
-            init=np.int64, density=np.float64, rng=np.int64,
+            init=np.int64, density=np.float64, rng=np.int64, key=np.uint64, draw=np.int64,
         )  # fmt: skip
         self._given: dict[int, np.ndarray] = {}
         self._mlps = _Columns(first=np.int64, count=np.int64)
@@ -417,6 +490,7 @@ class MlpBank:
         self._layers.append(
             total, rows=rows, cols=cols, act=act, act_offset=act_offset,
             scale=np.where(last, 1.0, math.nan), init=inits, density=densities, rng=rng_id,
+            key=0, draw=-1,
         )  # fmt: skip
         self._mlps.append(n, first=first_layer + starts, count=num_layers)
         return np.arange(first_id, first_id + n, dtype=np.int64)
@@ -440,6 +514,8 @@ class MlpBank:
         int
             The MLP id.
         """
+        if self._lazy:
+            raise ValueError("a lazy MlpBank draws every weight matrix; given matrices need MlpBank()")
         matrices = [np.asarray(w, dtype=np.float32) for w in matrices]
         num_layers = len(matrices)
         if num_layers < 1:
@@ -492,6 +568,7 @@ class MlpBank:
         self._layers.append(
             num_layers, rows=[w.shape[0] for w in matrices], cols=[w.shape[1] for w in matrices],
             act=codes, act_offset=offsets, scale=scales + [1.0], init=-1, density=1.0, rng=-1,
+            key=0, draw=-1,
         )  # fmt: skip
         self._mlps.append(1, first=first, count=num_layers)
         return self._mlps.size - 1
@@ -554,7 +631,7 @@ class MlpBank:
         emb_offsets[:, 2] = t_column("cols")
         np.cumsum(emb_offsets[:-1, 1] * emb_offsets[:-1, 2], out=emb_offsets[1:, 0])
         return MlpBankArrays(
-            weights=_flat(self._weight_blocks),
+            weights=np.zeros(0, dtype=np.float32) if self._lazy else _flat(self._weight_blocks),
             layers=layers,
             layer_scale=column("scale").astype(np.float32),
             act_params=_flat(self._act_params),
@@ -562,9 +639,12 @@ class MlpBank:
             emb_offsets=emb_offsets,
             emb_weights=_flat(self._table_blocks),
             layer_init=column("init").copy(),
-            layer_density=column("density").astype(np.float32),
+            layer_density=column("density").copy(),
             emb_init=t_column("init").copy(),
             max_width=int(layers[:, 1:3].max(initial=1)),
+            layer_key=column("key").copy(),
+            layer_draw=column("draw").copy(),
+            lazy=self._lazy,
         )
 
     def _use_rng(self, rng) -> int:
@@ -592,10 +672,11 @@ class MlpBank:
         inits, densities = column("init")[first_layer:], column("density")[first_layer:]
         scales = column("scale")[first_layer:]  # a view: the scales are drawn in place
         layer_rng = column("rng")[first_layer:]
+        layer_key, layer_draw = column("key")[first_layer:], column("draw")[first_layer:]  # views
         t_rows, t_cols = t_column("rows")[first_table:], t_column("cols")[first_table:]
         t_inits, t_rng = t_column("init")[first_table:], t_column("rng")[first_table:]
         sizes, t_sizes = rows * cols, t_rows * t_cols
-        weights = np.empty(int(sizes.sum()), dtype=np.float32)
+        weights = np.empty(0 if self._lazy else int(sizes.sum()), dtype=np.float32)
         tables = np.empty(int(t_sizes.sum()), dtype=np.float32)
         for rng_id, rng in enumerate(self._rngs):
             mine, t_mine = layer_rng == rng_id, t_rng == rng_id
@@ -605,9 +686,25 @@ class MlpBank:
             hidden = mine & np.isnan(scales)
             if hidden.any():
                 scales[hidden] = np.exp(rng.uniform(-1.0, 1.0, int(hidden.sum())))
-            # layers then tables, in one call of the kernel (tables: no mask)
+            # layers then tables, as matrices 0, 1, ... of one kernel call (tables: no mask)
+            key = weight_key(rng)
+            layer_key[mine] = key
+            layer_draw[mine] = np.arange(num_mine)
+            if self._lazy:  # the tables alone, as those same matrices of that call
+                t_layers = np.zeros((num_t_mine, 3), dtype=np.int64)
+                t_layers[:, 1], t_layers[:, 2] = t_rows[t_mine], t_cols[t_mine]
+                t_layers[1:, 0] = np.cumsum(t_sizes[t_mine])[:-1]
+                drawn = np.empty(int(t_sizes[t_mine].sum()), dtype=np.float32)
+                draw_layers(
+                    np.arange(num_t_mine, dtype=np.int64), t_layers,
+                    np.full(num_t_mine, key, dtype=np.uint64),
+                    np.arange(num_mine, num_mine + num_t_mine, dtype=np.int64),
+                    t_inits[t_mine], np.ones(num_t_mine), drawn,
+                )  # fmt: skip
+                tables = _place(tables, drawn, t_sizes, t_mine)
+                continue
             drawn = draw_weights(
-                weight_key(rng),
+                key,
                 np.concatenate([rows[mine], t_rows[t_mine]]),
                 np.concatenate([cols[mine], t_cols[t_mine]]),
                 np.concatenate([inits[mine], t_inits[t_mine]]),
@@ -616,7 +713,8 @@ class MlpBank:
             split = int(sizes[mine].sum())
             weights = _place(weights, drawn[:split], sizes, mine)
             tables = _place(tables, drawn[split:], t_sizes, t_mine)
-        _place_given(weights, sizes, self._given, first_layer)
+        if not self._lazy:
+            _place_given(weights, sizes, self._given, first_layer)
         _place_given(tables, t_sizes, self._given_tables, first_table)
         self._weight_blocks.append(weights)
         self._table_blocks.append(tables)

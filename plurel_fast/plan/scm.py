@@ -9,6 +9,9 @@ encodings of the referenced table's column values.
 Everything is drawn here once, from the table's planning stream, and packed into
 flat arrays (op codes, CSR edge lists, ids into an ``MlpBankArrays`` and a
 ``SourceBank``) that a numba kernel walks. The kernel never sees a Config.
+The MLP weight matrices are the exception: the bank is lazy (``MlpBank(lazy=True)``)
+and keeps the counter-RNG key and index of each, which the propagation kernel
+draws node by node; the bytes are those an eager bank would store.
 
 Two exact savings are planned in:
 
@@ -221,7 +224,7 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
     enc_nodes = np.concatenate([np.tile(col_nodes, len(children)), edge_src])
     dec_cats, enc_cats = num_categories[inner], num_categories[enc_nodes]
     dec_cat, enc_cat = dec_cats > 0, enc_cats > 0
-    bank = MlpBank()
+    bank = MlpBank(lazy=True)
     mlps = bank.add_mlps(
         rng,
         np.concatenate([np.full(inner.size, emb_dim), np.where(enc_cat, emb_dim, int(p.mlp_in_dim))]),
