@@ -832,3 +832,52 @@ def test_draw_matrices_argument_errors():
     with pytest.raises(ValueError, match=r"one value in \(0, 1\] per matrix"):
         draw_matrices(rng, [2], [3], [0], [0.0])
     assert draw_matrices(rng, [], [], []).shape == (0,)
+
+
+def _filled_bank(lazy, seeds=(3, 4)):
+    """Two generators interleaved, two freezes: MLPs of every shape and tables."""
+    params = scm_params()
+    bank = MlpBank(lazy=lazy)
+    ra, rb = (np.random.default_rng(s) for s in seeds)
+    bank.add_mlps(ra, [1, 32, 1, 32], 32, [32, 1, 1, 32], params)
+    bank.add_embeddings(rb, [3, 7], 32, params)
+    bank.add_mlps(rb, [1, 1], 32, [32, 1], params)
+    bank.add_embedding_table(np.arange(6, dtype=np.float32).reshape(2, 3))
+    first = bank.freeze()
+    bank.add_mlps(ra, [32], 32, [32], params)
+    bank.add_embeddings(ra, [5], 32, params)
+    return first, bank.freeze()
+
+
+def test_lazy_bank_draws_the_weights_an_eager_bank_stores():
+    for eager, lazy in zip(_filled_bank(False), _filled_bank(True)):
+        assert lazy.lazy and lazy.weights.size == 0 and not eager.lazy
+        for field in MlpBankArrays.__struct_fields__:
+            if field not in ("weights", "lazy"):
+                assert np.array_equal(getattr(eager, field), getattr(lazy, field)), field
+        assert lazy.materialise().weights.tobytes() == eager.weights.tobytes()
+        for layer in range(eager.layers.shape[0]):
+            assert np.array_equal(lazy.weight_matrix(layer), eager.weight_matrix(layer))
+    eager, lazy = _filled_bank(False)[1], _filled_bank(True)[1]
+    # weights_of: just the MLPs asked for, wherever the returned layers place them
+    local_layers, local = lazy.weights_of([4, -1, 1])
+    wanted = [layer for m in (1, 4) for layer in range(lazy.mlps[m, 0], lazy.mlps[m].sum())]
+    assert local.size == sum(int(lazy.layers[layer, 1] * lazy.layers[layer, 2]) for layer in wanted)
+    for m in (1, 4):
+        first, count = lazy.mlps[m]
+        for layer in range(first, first + count):
+            off, rows, cols = local_layers[layer, :3]
+            assert np.array_equal(local[off : off + rows * cols].reshape(rows, cols), eager.weight_matrix(layer))
+        x = np.linspace(-2, 2, 40 * lazy.mlp_dims(m)[0], dtype=np.float32).reshape(40, -1)
+        assert np.array_equal(K.mlp_forward(lazy, m, x), K.mlp_forward(eager, m, x))
+    assert eager.weights_of([0])[1] is eager.weights
+    assert "lazy weights" in repr(lazy)
+    lazy_again = pickle.loads(pickle.dumps(lazy))
+    assert lazy_again.lazy and lazy_again.materialise().weights.tobytes() == eager.weights.tobytes()
+
+
+def test_lazy_bank_takes_no_given_matrices():
+    bank = MlpBank(lazy=True)
+    with pytest.raises(ValueError, match="lazy"):
+        bank.add_mlp_layers([np.ones((2, 2), np.float32)], [])
+    assert bank.num_mlps == 0

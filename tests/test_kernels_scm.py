@@ -167,3 +167,61 @@ def test_values_independent_of_tile_rows(tile, monkeypatch):
     got, _ = _run(plan, 10_000)
     for name in want:
         assert got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_propagation_pass_rows():
+    from plurel_fast.kernels.scm import MIN_PASS_ROWS, PASS_BYTES, propagation_pass_rows
+
+    for n_rows in (0, 1, 500, 10**5, 10**7):
+        for n_nodes in (1, 40, 150, 2000):
+            p = propagation_pass_rows(n_rows, n_nodes)
+            assert p >= 1 and (p <= max(n_rows, 1) or p == MIN_PASS_ROWS)
+            if p > MIN_PASS_ROWS:  # the node values of a pass stay within PASS_BYTES
+                assert 4 * n_nodes * p <= PASS_BYTES
+
+
+@pytest.mark.parametrize("pass_rows", [5, 37])
+def test_values_independent_of_pass_rows(pass_rows, monkeypatch):
+    # passes re-draw every node's weights: same bytes however many passes a chunk takes
+    from plurel_fast.kernels import scm as scm_kernels
+
+    config = _config("max", "type_eager", entity_rows=(80, 120), activity_rows=(150, 200), num_cols=(3, 6))
+    plan = plan_database(5, config)
+    want, _ = _run(plan, 10_000)
+    monkeypatch.setattr(scm_kernels, "propagation_pass_rows", lambda n, nodes: pass_rows)
+    got, _ = _run(plan, 10_000)
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_lazy_and_stored_weights_give_the_same_values():
+    import msgspec
+
+    plan = plan_database(4, _config("product", "type_lazy", num_cols=(3, 6)))
+    for name in plan.schema.order:
+        table = plan.schema.table(name)
+        if table.parents:
+            continue
+        scm = plan.scm(table.id)
+        assert scm.mlp.lazy and scm.mlp.weights.size == 0
+        stored = msgspec.structs.replace(scm, mlp=scm.mlp.materialise())
+        assert not stored.mlp.lazy and stored.mlp.weights.size > 0
+        keys = _key_columns(plan, table, 10_000)
+        a = _scm_values(plan, table, scm, keys, {}, 10_000)
+        b = _scm_values(plan, table, stored, keys, {}, 10_000)
+        assert a.tobytes() == b.tobytes()
+
+
+def test_encoder_tables_independent_of_batching(monkeypatch):
+    # a lazy bank's categorical encoders are drawn and evaluated in batches
+    from plurel_fast.kernels import scm as scm_kernels
+
+    config = _config("sum", "type_eager", num_cols=(4, 7))
+    want = plan_database(6, config).scms
+    monkeypatch.setattr(scm_kernels, "ENCODER_BATCH_WEIGHTS", 3000)  # ~1 MLP per batch
+    got = plan_database(6, config).scms
+    tables = 0
+    for a, b in zip(want, got):
+        assert a.enc_tables.tobytes() == b.enc_tables.tobytes()
+        tables += len(a.cat_encoders)
+    assert tables > 10
