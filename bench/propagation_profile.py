@@ -77,7 +77,7 @@ def main() -> None:
         values = _scm_values(plan, table, scm, keys, parents, 65_536)
         prop = time.perf_counter() - t0
         raw[name] = (scm, values)
-        bank = scm.mlp
+        bank = scm.mlp.materialise()  # lazy in the plan: all weights stored for the timing
         ids = _mlp_ids(scm)
         identity = bank.layers.copy()
         identity[identity[:, 3] >= 0, 3] = K.IDENTITY

@@ -376,7 +376,7 @@ def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
 
     Every output element is the fused chain ``acc = fma(x[k], W[k, j], acc)``
     over k = 0, 1, ... (``kernels.simd``): 32- and 16-column blocks go through
-    the register-blocked micro-kernels, four rows at a time, the last columns
+    the register-blocked micro-kernels, eight or four rows at a time, the last columns
     (e.g. the single output of a numerical decoder) through a scalar loop with
     four independent chains. All paths give the same bytes, so a row's value
     does not depend on the tiling, and on any CPU (explicit FMA, no
@@ -385,6 +385,9 @@ def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
     col = 0
     while col + 2 * simd.LANES <= out_dim:
         t = 0
+        while t + 2 * simd.BLOCK_ROWS <= n_rows:
+            simd.fma_block_8x2(src, t, in_dim, weights, w_off, out_dim, col, dst)
+            t += 2 * simd.BLOCK_ROWS
         while t + simd.BLOCK_ROWS <= n_rows:
             simd.fma_block_4x2(src, t, in_dim, weights, w_off, out_dim, col, dst)
             t += simd.BLOCK_ROWS

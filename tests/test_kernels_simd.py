@@ -1,7 +1,7 @@
 """Fused multiply-add micro-kernels (kernels/simd.py) against a NumPy reference.
 
 ``_dense_tile`` routes 32- and 16-column blocks through the register-blocked
-intrinsics (4 rows or 1 row at a time) and the last columns through a scalar
+intrinsics (8, 4 or 1 rows at a time) and the last columns through a scalar
 ``fma32`` loop; every path must give exactly the chain
 ``acc = fma(x[k], W[k, j], acc)`` over k = 0, 1, ..., which the reference
 computes from float64 (exact products; see tests/naive.py's ``fma32``).
