@@ -436,6 +436,97 @@ def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
             t += 1
 
 
+# Folds of ``mlp_forward_fold_tile`` (the codes of kernels.scm's aggregations).
+FOLD_SUM, FOLD_MAX, FOLD_PRODUCT = 0, 1, 2
+_FOLD_CLAMP = _F(simd.FOLD_CLAMP)
+
+
+@njit(inline="always", cache=True)
+def _fold_scalar(fold, old, v, w):
+    """``old`` folded with clamp(w * v, ±1e4), as ``simd``'s folding blocks do it."""
+    y = w * v
+    y = _FOLD_CLAMP if y > _FOLD_CLAMP else (-_FOLD_CLAMP if y < -_FOLD_CLAMP else y)
+    if fold == FOLD_SUM:
+        return old + y
+    if fold == FOLD_MAX:
+        return y if y > old else old
+    return old * y
+
+
+@njit(cache=True)
+def _dense_fold_tile(src, n_rows, in_dim, weights, w_off, out_dim, acc, fold, w):
+    """``acc[t, j] = fold(acc[t, j], clamp(w * (src[t] @ W)[j], ±1e4))`` for t < n_rows.
+
+    ``_dense_tile`` with its results folded (sum, max or product) into ``acc``
+    in registers instead of stored: the same chains, so the same bytes as
+    ``_dense_tile`` followed by the fold in scalar code.
+    """
+    col = 0
+    while col + 2 * simd.LANES <= out_dim:
+        t = 0
+        if fold == FOLD_SUM:
+            while t + 8 <= n_rows:
+                simd.fold_sum_8x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 8
+            while t + 4 <= n_rows:
+                simd.fold_sum_4x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 4
+            while t < n_rows:
+                simd.fold_sum_1x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 1
+        elif fold == FOLD_MAX:
+            while t + 8 <= n_rows:
+                simd.fold_max_8x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 8
+            while t + 4 <= n_rows:
+                simd.fold_max_4x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 4
+            while t < n_rows:
+                simd.fold_max_1x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 1
+        else:
+            while t + 8 <= n_rows:
+                simd.fold_prod_8x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 8
+            while t + 4 <= n_rows:
+                simd.fold_prod_4x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 4
+            while t < n_rows:
+                simd.fold_prod_1x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 1
+        col += 2 * simd.LANES
+    if col + simd.LANES <= out_dim:
+        t = 0
+        if fold == FOLD_SUM:
+            while t + 4 <= n_rows:
+                simd.fold_sum_4x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 4
+            while t < n_rows:
+                simd.fold_sum_1x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 1
+        elif fold == FOLD_MAX:
+            while t + 4 <= n_rows:
+                simd.fold_max_4x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 4
+            while t < n_rows:
+                simd.fold_max_1x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 1
+        else:
+            while t + 4 <= n_rows:
+                simd.fold_prod_4x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 4
+            while t < n_rows:
+                simd.fold_prod_1x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
+                t += 1
+        col += simd.LANES
+    for j in range(col, out_dim):
+        for t in range(n_rows):
+            a = _ZERO
+            for k in range(in_dim):
+                a = simd.fma32(src[t, k], weights[w_off + k * out_dim + j], a)
+            acc[t, j] = _fold_scalar(fold, acc[t, j], a, w)
+
+
 @njit(cache=True)
 def _clamp_hidden(v):
     return min(max(v, -_CLAMP_HIDDEN), _CLAMP_HIDDEN)
@@ -628,6 +719,28 @@ def _activate_flat(v, code, scale, params, p_off):
 
 
 @njit(cache=True)
+def _hidden_layers(x, first, last, layers, weights, layer_scale, act_params, buf_a, buf_b):
+    """Layers first .. last - 1 of an MLP on the rows of ``x``; returns the input
+    of layer ``last`` (``x`` itself when first == last, else a view of a buffer)."""
+    n_rows = x.shape[0]
+    # Contiguous (n_rows, width) views of the scratch: the activation then
+    # runs over one flat run of n_rows * width values.
+    flat_a = buf_a.reshape(buf_a.size)
+    flat_b = buf_b.reshape(buf_b.size)
+    src = x
+    use_a = True
+    for layer in range(first, last):
+        out_dim = layers[layer, 2]
+        flat = flat_a[: n_rows * out_dim] if use_a else flat_b[: n_rows * out_dim]
+        dst = flat.reshape((n_rows, out_dim))
+        _dense_tile(src, n_rows, layers[layer, 1], weights, layers[layer, 0], out_dim, dst)
+        _activate_flat(flat, layers[layer, 3], layer_scale[layer], act_params, layers[layer, 4])
+        src = dst
+        use_a = not use_a
+    return src
+
+
+@njit(cache=True)
 def mlp_forward_tile(
     x, mlp_id, mlps, layers, weights, layer_scale, act_params, out, buf_a, buf_b
 ):
@@ -647,28 +760,28 @@ def mlp_forward_tile(
         Scratch for the hidden layers, each with at least ``T`` times the
         widest hidden layer elements; nothing is allocated here.
     """
-    n_rows = x.shape[0]
     first = mlps[mlp_id, 0]
     last = first + mlps[mlp_id, 1] - 1
-    # Contiguous (n_rows, width) views of the scratch: the activation then
-    # runs over one flat run of n_rows * width values.
-    flat_a = buf_a.reshape(buf_a.size)
-    flat_b = buf_b.reshape(buf_b.size)
-    src = x
-    use_a = True
-    for layer in range(first, last + 1):
-        w_off = layers[layer, 0]
-        in_dim = layers[layer, 1]
-        out_dim = layers[layer, 2]
-        if layer == last:
-            _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, out)
-        else:
-            flat = flat_a[: n_rows * out_dim] if use_a else flat_b[: n_rows * out_dim]
-            dst = flat.reshape((n_rows, out_dim))
-            _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst)
-            _activate_flat(flat, layers[layer, 3], layer_scale[layer], act_params, layers[layer, 4])
-            src = dst
-            use_a = not use_a
+    src = _hidden_layers(x, first, last, layers, weights, layer_scale, act_params, buf_a, buf_b)
+    _dense_tile(src, x.shape[0], layers[last, 1], weights, layers[last, 0], layers[last, 2], out)
+
+
+@njit(cache=True)
+def mlp_forward_fold_tile(
+    x, mlp_id, mlps, layers, weights, layer_scale, act_params, acc, fold, w, buf_a, buf_b
+):
+    """``acc[t] = fold(acc[t], clamp(w * mlp(x[t]), ±1e4))`` elementwise (SPEC §4.4).
+
+    ``mlp_forward_tile`` then the fold of an encoder's output into its node's
+    aggregate, ``fold`` one of FOLD_SUM, FOLD_MAX, FOLD_PRODUCT, with the last
+    layer's results folded in registers (``_dense_fold_tile``): the same bytes.
+    ``acc`` (T, out_dim), C-contiguous; the other arguments as ``mlp_forward_tile``.
+    """
+    first = mlps[mlp_id, 0]
+    last = first + mlps[mlp_id, 1] - 1
+    src = _hidden_layers(x, first, last, layers, weights, layer_scale, act_params, buf_a, buf_b)
+    _dense_fold_tile(src, x.shape[0], layers[last, 1], weights, layers[last, 0], layers[last, 2],
+                     acc, fold, w)
 
 
 @njit(cache=True)

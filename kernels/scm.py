@@ -35,7 +35,14 @@ import numpy as np
 from numba import njit, prange
 
 from plurel_fast.kernels import vmath
-from plurel_fast.kernels.mlp import categorical_decode_tile, mlp_forward_tile
+from plurel_fast.kernels.mlp import (
+    FOLD_MAX,
+    FOLD_PRODUCT,
+    FOLD_SUM,
+    categorical_decode_tile,
+    mlp_forward_fold_tile,
+    mlp_forward_tile,
+)
 from plurel_fast.kernels.weights import draw_layers
 from plurel_fast.kernels.noise import (
     NUM_GUIDE,
@@ -68,6 +75,7 @@ _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 
 AGG_SUM, AGG_MAX, AGG_PRODUCT, AGG_LOGEXP = 0, 1, 2, 3
+assert (FOLD_SUM, FOLD_MAX, FOLD_PRODUCT) == (AGG_SUM, AGG_MAX, AGG_PRODUCT)
 
 
 @njit(inline="always", cache=True)
@@ -218,10 +226,19 @@ def _node_tiles(
             tn = min(tile_rows, n_rows - t0)
             _agg_init(a, acc, lse_sum, tn, dim)
             for e in range(in_ptr[v], in_ptr[v + 1]):
-                _encode(vals[edge_src[e], t0:], edge_mlp[e], edge_table[e], enc_tables,
-                        tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
-                        buf_a, buf_b)
-                _fold_edge(a, acc, lse_sum, enc, edge_weight[e], tn, dim)
+                u = edge_src[e]
+                if edge_mlp[e] >= 0 and a != AGG_LOGEXP:
+                    # the encoder's last layer folds straight into the aggregate
+                    for t in range(tn):
+                        x1[t, 0] = vals[u, t0 + t]
+                    mlp_forward_fold_tile(x1[:tn], edge_mlp[e], mlps, layers, weights,
+                                          layer_scale, act_params, acc[:tn], a, edge_weight[e],
+                                          buf_a, buf_b)
+                else:
+                    _encode(vals[u, t0:], edge_mlp[e], edge_table[e], enc_tables,
+                            tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
+                            buf_a, buf_b)
+                    _fold_edge(a, acc, lse_sum, enc, edge_weight[e], tn, dim)
             for f in range(n_fk):
                 for t in range(tn):
                     prows[t] = fk_base[f] + fk_rows[f, fk_off + t0 + t]

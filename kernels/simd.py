@@ -59,57 +59,101 @@ def _row_pointer(context, builder, arr_type, arr_value, row):
     return builder.inttoptr(addr, _F32.as_pointer()), row_stride
 
 
-def _fma_block_intrinsic(rows: int, vectors: int):
-    @intrinsic
-    def block(typingctx, src, row0, in_dim, weights, w_off, w_stride, col0, dst):
-        """``dst[row0 + r, col0 + j] = sum_k src[row0 + r, k] * W[k, col0 + j]``
-        for r < rows, j < 16 * vectors, W[k, j] = weights[w_off + k * w_stride + j];
-        fused, in order k = 0, 1, ... Rows of ``src`` and ``dst`` must be contiguous."""
-        sig = types.void(src, types.int64, types.int64, weights, types.int64, types.int64,
-                         types.int64, dst)
+# The folds a block can apply to its results instead of storing them (SPEC §4.4:
+# an encoder's output, weighted and clamped, folded into its node's aggregate).
+FOLD_CLAMP = 1e4
+_FOLDS = (None, "sum", "max", "product")
 
-        def codegen(context, builder, signature, args):
-            src_v, row0_v, k_v, w_v, w_off_v, w_stride_v, col0_v, dst_v = args
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fma.v16f32"
-            )
-            vptr = _VEC.as_pointer()
-            src_ptr, src_stride = _row_pointer(context, builder, signature.args[0], src_v, row0_v)
-            dst_ptr, dst_stride = _row_pointer(context, builder, signature.args[7], dst_v, row0_v)
-            w_arr = context.make_array(signature.args[3])(context, builder, w_v)
-            w_base = builder.gep(w_arr.data, [builder.add(w_off_v, col0_v)])
-            zero = ir.Constant(_VEC, None)
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
-                    for _ in range(rows)]
-            src_int = builder.ptrtoint(src_ptr, _I64)
-            splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-            with cgutils.for_range(builder, k_v) as loop:
-                k = loop.index
-                w_row = builder.gep(w_base, [builder.mul(k, w_stride_v)])
-                w_vecs = [
-                    builder.load(builder.bitcast(
-                        builder.gep(w_row, [ir.Constant(_I64, LANES * h)]), vptr), align=4)
-                    for h in range(vectors)
-                ]
-                for r in range(rows):
-                    row_addr = builder.add(src_int, builder.mul(ir.Constant(_I64, r), src_stride))
-                    x_ptr = builder.gep(builder.inttoptr(row_addr, _F32.as_pointer()), [k])
-                    x = builder.insert_element(ir.Constant(_VEC, ir.Undefined), builder.load(x_ptr),
-                                               ir.Constant(_I32, 0))
-                    x = builder.shuffle_vector(x, ir.Constant(_VEC, ir.Undefined), splat)
-                    for h in range(vectors):
-                        builder.store(builder.call(fma, [x, w_vecs[h], builder.load(accs[r][h])]),
-                                      accs[r][h])
-            dst_int = builder.ptrtoint(dst_ptr, _I64)
+
+def _splat(builder, value):
+    """A vector of 16 copies of a float32 value."""
+    v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined),
+                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+def _fold_vector(builder, fold, old, value, scale):
+    """``old`` folded with clamp(scale * value, ±FOLD_CLAMP), as the scalar code does it:
+    ``y = w * v``; ``C if y > C else (-C if y < -C else y)``; then ``old + y``,
+    ``y if y > old else old`` or ``old * y`` (so NaN propagates the same way)."""
+    y = builder.fmul(scale, value)
+    hi = ir.Constant(_VEC, [FOLD_CLAMP] * LANES)
+    lo = ir.Constant(_VEC, [-FOLD_CLAMP] * LANES)
+    y = builder.select(builder.fcmp_ordered(">", y, hi), hi,
+                       builder.select(builder.fcmp_ordered("<", y, lo), lo, y))
+    if fold == "sum":
+        return builder.fadd(old, y)
+    if fold == "max":
+        return builder.select(builder.fcmp_ordered(">", y, old), y, old)
+    return builder.fmul(old, y)
+
+
+def _fma_block_intrinsic(rows: int, vectors: int, fold=None):
+    """The block intrinsic for ``rows`` x 16·``vectors`` outputs; with ``fold``
+    ("sum", "max", "product") it takes one more argument, a float32 ``scale``, and
+    folds ``clamp(scale * out)`` into ``dst`` instead of storing ``out``."""
+    assert fold in _FOLDS
+
+    def typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst, scale=None):
+        args = [src, types.int64, types.int64, weights, types.int64, types.int64, types.int64, dst]
+        if fold is not None:
+            args.append(types.float32)
+        return types.void(*args)
+
+    def codegen(context, builder, signature, args):
+        src_v, row0_v, k_v, w_v, w_off_v, w_stride_v, col0_v, dst_v = args[:8]
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fma.v16f32"
+        )
+        vptr = _VEC.as_pointer()
+        src_ptr, src_stride = _row_pointer(context, builder, signature.args[0], src_v, row0_v)
+        dst_ptr, dst_stride = _row_pointer(context, builder, signature.args[7], dst_v, row0_v)
+        w_arr = context.make_array(signature.args[3])(context, builder, w_v)
+        w_base = builder.gep(w_arr.data, [builder.add(w_off_v, col0_v)])
+        zero = ir.Constant(_VEC, None)
+        accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
+                for _ in range(rows)]
+        src_int = builder.ptrtoint(src_ptr, _I64)
+        with cgutils.for_range(builder, k_v) as loop:
+            k = loop.index
+            w_row = builder.gep(w_base, [builder.mul(k, w_stride_v)])
+            w_vecs = [
+                builder.load(builder.bitcast(
+                    builder.gep(w_row, [ir.Constant(_I64, LANES * h)]), vptr), align=4)
+                for h in range(vectors)
+            ]
             for r in range(rows):
-                row_addr = builder.add(dst_int, builder.mul(ir.Constant(_I64, r), dst_stride))
-                row_ptr = builder.gep(builder.inttoptr(row_addr, _F32.as_pointer()), [col0_v])
+                row_addr = builder.add(src_int, builder.mul(ir.Constant(_I64, r), src_stride))
+                x_ptr = builder.gep(builder.inttoptr(row_addr, _F32.as_pointer()), [k])
+                x = _splat(builder, builder.load(x_ptr))
                 for h in range(vectors):
-                    p = builder.bitcast(builder.gep(row_ptr, [ir.Constant(_I64, LANES * h)]), vptr)
-                    builder.store(builder.load(accs[r][h]), p, align=4)
-            return context.get_dummy_value()
+                    builder.store(builder.call(fma, [x, w_vecs[h], builder.load(accs[r][h])]),
+                                  accs[r][h])
+        scale = _splat(builder, args[8]) if fold is not None else None
+        dst_int = builder.ptrtoint(dst_ptr, _I64)
+        for r in range(rows):
+            row_addr = builder.add(dst_int, builder.mul(ir.Constant(_I64, r), dst_stride))
+            row_ptr = builder.gep(builder.inttoptr(row_addr, _F32.as_pointer()), [col0_v])
+            for h in range(vectors):
+                p = builder.bitcast(builder.gep(row_ptr, [ir.Constant(_I64, LANES * h)]), vptr)
+                value = builder.load(accs[r][h])
+                if fold is not None:
+                    value = _fold_vector(builder, fold, builder.load(p, align=4), value, scale)
+                builder.store(value, p, align=4)
+        return context.get_dummy_value()
 
-        return sig, codegen
+    if fold is None:
+        @intrinsic
+        def block(typingctx, src, row0, in_dim, weights, w_off, w_stride, col0, dst):
+            """``dst[row0 + r, col0 + j] = sum_k src[row0 + r, k] * W[k, col0 + j]``
+            for r < rows, j < 16 * vectors, W[k, j] = weights[w_off + k * w_stride + j];
+            fused, in order k = 0, 1, ... Rows of ``src`` and ``dst`` must be contiguous."""
+            return typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst), codegen
+    else:
+        @intrinsic
+        def block(typingctx, src, row0, in_dim, weights, w_off, w_stride, col0, dst, scale):
+            """As the plain block, but ``dst[...] = fold(dst[...], clamp(scale * sum))``."""
+            return typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst, scale), codegen
 
     return block
 
@@ -125,3 +169,11 @@ fma_block_4x2 = _fma_block_intrinsic(4, 2)
 fma_block_1x2 = _fma_block_intrinsic(1, 2)
 fma_block_4x1 = _fma_block_intrinsic(4, 1)
 fma_block_1x1 = _fma_block_intrinsic(1, 1)
+# Folding blocks, per fold: 8 x 2, 4 x 2, 1 x 2, 4 x 1, 1 x 1 (``kernels.mlp._dense_fold_tile``).
+FOLD_BLOCKS = {
+    fold: tuple(_fma_block_intrinsic(r, h, fold) for r, h in ((8, 2), (4, 2), (1, 2), (4, 1), (1, 1)))
+    for fold in _FOLDS[1:]
+}
+fold_sum_8x2, fold_sum_4x2, fold_sum_1x2, fold_sum_4x1, fold_sum_1x1 = FOLD_BLOCKS["sum"]
+fold_max_8x2, fold_max_4x2, fold_max_1x2, fold_max_4x1, fold_max_1x1 = FOLD_BLOCKS["max"]
+fold_prod_8x2, fold_prod_4x2, fold_prod_1x2, fold_prod_4x1, fold_prod_1x1 = FOLD_BLOCKS["product"]

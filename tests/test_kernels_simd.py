@@ -107,3 +107,60 @@ def test_wide_vectors_requested_only_when_the_user_did_not_choose():
     else:
         assert got == "None"
     assert _features({"NUMBA_CPU_FEATURES": "+avx2"}) == "+avx2"
+
+
+def _fold_reference(fold, old, enc, w):
+    """NumPy: old folded with clamp(w * enc, ±1e4) (SPEC §4.4), float32 throughout."""
+    y = (np.float32(w) * enc).astype(np.float32)
+    y = np.where(y > 1e4, np.float32(1e4), np.where(y < -1e4, np.float32(-1e4), y)).astype(np.float32)
+    if fold == 0:
+        return (old + y).astype(np.float32)
+    if fold == 1:
+        return np.where(y > old, y, old)  # NaN y never wins, a NaN old stays
+    return (old * y).astype(np.float32)
+
+
+@pytest.mark.parametrize("fold", [0, 1, 2])
+@pytest.mark.parametrize("rows, in_dim, out_dim", [(64, 32, 32), (13, 5, 48), (7, 1, 32), (6, 32, 17), (9, 32, 16)])
+def test_dense_fold_tile_is_dense_tile_then_the_fold(fold, rows, in_dim, out_dim):
+    from plurel_fast.kernels.mlp import _dense_fold_tile
+
+    rng = np.random.default_rng(fold * 7 + rows + in_dim * 100 + out_dim)
+    x = (rng.standard_normal((rows, in_dim)) * np.exp(rng.uniform(-3, 6, (rows, in_dim)))).astype(np.float32)
+    w = rng.standard_normal((in_dim, out_dim)).astype(np.float32)
+    old = rng.standard_normal((rows, out_dim)).astype(np.float32)
+    old[0, 0] = np.nan  # NaN in the aggregate stays NaN (sum, product) or loses (max: stays)
+    if rows > 2:
+        x[2, :] = np.inf  # an infinite input: the clamp holds it at ±1e4 (or NaN from inf - inf)
+    scale = np.float32(rng.uniform(0.2, 3.0))
+    enc = _reference(x, w)
+    want = _fold_reference(fold, old, enc, scale)
+    got = old.copy()
+    _dense_fold_tile(x, rows, in_dim, w.ravel(), 0, out_dim, got, fold, scale)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert not np.array_equal(want, old, equal_nan=True)  # something was folded
+
+
+def test_mlp_forward_fold_tile_is_forward_then_the_fold():
+    from plurel_fast.kernels.mlp import mlp_forward_fold_tile, mlp_forward_tile
+    from plurel_fast.plan.mlp import MlpBank
+    from test_kernels_mlp import scm_params
+
+    params = scm_params(num_layers=(1, 4))
+    bank = MlpBank(lazy=False)
+    rng = np.random.default_rng(11)
+    mlps = bank.add_mlps(rng, [1] * 12 + [32] * 4, 32, [32] * 16, params)
+    frozen = bank.freeze()
+    buf_a = np.empty((40, frozen.max_width), np.float32)
+    buf_b = np.empty_like(buf_a)
+    for m in mlps:
+        in_dim = frozen.mlp_dims(int(m))[0]
+        x = rng.standard_normal((37, in_dim)).astype(np.float32) * 3
+        enc = np.empty((37, 32), np.float32)
+        args = (frozen.mlps, frozen.layers, frozen.weights, frozen.layer_scale, frozen.act_params)
+        mlp_forward_tile(x, int(m), *args, enc, buf_a, buf_b)
+        for fold in (0, 1, 2):
+            old = rng.standard_normal((37, 32)).astype(np.float32)
+            got = old.copy()
+            mlp_forward_fold_tile(x, int(m), *args, got, fold, np.float32(0.7), buf_a, buf_b)
+            assert np.array_equal(got, _fold_reference(fold, old, enc, 0.7), equal_nan=True)
