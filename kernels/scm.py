@@ -210,10 +210,11 @@ def _node_tiles(
     dim, noise_q, noise_x, noise_cdf, noise_guide,
     acc_w, lse_w, enc_w, h_w, x1_w, y1_w, labels_w, prows_w, unif_w, buf_a_w, buf_b_w,
 ):
-    """Inner node v on rows [0, n_rows) of ``vals`` (table rows row0 + t): tiles of
-    ``tile_rows`` dealt round-robin to the workers, each with its own scratch."""
+    """Inner node v on rows [0, n_rows) of ``vals`` (table rows row0 + t): each
+    worker takes an equal share of the rows, in tiles of at most ``tile_rows``,
+    with its own scratch (equal shares: the threads meet at the end of every
+    node, so a worker with one tile more would keep the other waiting)."""
     n_workers = acc_w.shape[0]
-    n_tiles = (n_rows + tile_rows - 1) // tile_rows
     n_fk = fk_rows.shape[0]
     a = agg[v]
     slot = node_slot[v]
@@ -221,9 +222,10 @@ def _node_tiles(
         acc, lse_sum, enc, h = acc_w[w], lse_w[w], enc_w[w], h_w[w]
         x1, y1, labels, prows, unif = x1_w[w], y1_w[w], labels_w[w], prows_w[w], unif_w[w]
         buf_a, buf_b = buf_a_w[w], buf_b_w[w]
-        for tile in range(w, n_tiles, n_workers):
-            t0 = tile * tile_rows
-            tn = min(tile_rows, n_rows - t0)
+        share_end = (w + 1) * n_rows // n_workers
+        t0 = w * n_rows // n_workers
+        while t0 < share_end:
+            tn = min(tile_rows, share_end - t0)
             _agg_init(a, acc, lse_sum, tn, dim)
             for e in range(in_ptr[v], in_ptr[v + 1]):
                 u = edge_src[e]
@@ -257,6 +259,7 @@ def _node_tiles(
                                  act_params, y1[:tn], buf_a, buf_b)
                 for t in range(tn):
                     vals[v, t0 + t] = y1[t, 0]
+            t0 += tn
 
 
 @njit(inline="always", cache=True)
