@@ -225,3 +225,18 @@ def test_encoder_tables_independent_of_batching(monkeypatch):
         assert a.enc_tables.tobytes() == b.enc_tables.tobytes()
         tables += len(a.cat_encoders)
     assert tables > 10
+
+
+def test_wide_scm_plans_stay_small_and_pickle():
+    # Seed 2 of the default config has a 147-node SCM with ~9 000 edges: 96 MB of
+    # weight matrices, which the plan keeps as keys (drawn node by node when run).
+    import pickle
+
+    plan = plan_database(2, Config())
+    widest = max(plan.scms, key=lambda s: len(s.edge_src))
+    stored = widest.mlp.materialise().weights
+    blob = pickle.dumps(widest)
+    assert stored.nbytes > 50e6 and len(blob) < stored.nbytes / 5
+    again = pickle.loads(blob)
+    assert again.mlp.lazy and again.mlp.materialise().weights.tobytes() == stored.tobytes()
+    assert again.enc_tables.tobytes() == widest.enc_tables.tobytes()
