@@ -53,15 +53,13 @@ from plurel_fast.kernels.noise import (
     quantile_tables,
 )
 
-TILE_ROWS = 64  # collation tiles; the most rows of a propagation tile at the least
-# Propagation tiles grow to this many rows: each tile streams the weights of
-# every MLP of the SCM (tens of MB for a wide one) through the caches once, so
-# larger tiles read them less often (256 rows: ~6% faster than 64 on seeds 5
-# and 7 at one thread; 512 rows was slower again).
+TILE_ROWS = 64  # collation tiles
+# Propagation tiles: each thread runs its share of a pass's rows through a node
+# in tiles of this many rows (on seed 7's tables 256 was the best of 32-512 by a
+# few %, at one and two threads; whole databases: no measurable difference).
 MAX_TILE_ROWS = 256
-# ...while keeping at least this many tiles per call, so two or more threads
-# share a small table evenly.
-MIN_TILES = 8
+# The fewest rows a propagation thread takes: smaller tables use fewer threads.
+MIN_WORKER_ROWS = 64
 # Propagation runs node by node over a pass of rows holding one float32 per
 # (node, row): at most this many bytes...
 PASS_BYTES = 16 << 20
@@ -509,12 +507,16 @@ def noise_tables_of(plan):
 
 
 def propagation_tile_rows(n_rows: int) -> int:
-    """Rows per propagation tile for a call on ``n_rows`` rows: a multiple of 4
-    (the dense micro-kernel's row block) between ``TILE_ROWS`` and
-    ``MAX_TILE_ROWS``, giving at least ``MIN_TILES`` tiles where it can. Rows
-    are independent, so the tiling never changes a value."""
-    per_tile = -(-max(n_rows, 1) // MIN_TILES)
-    return int(min(MAX_TILE_ROWS, max(TILE_ROWS, -(-per_tile // 4) * 4)))
+    """Rows per propagation tile for a pass of ``n_rows`` rows: ``MAX_TILE_ROWS``,
+    or ``n_rows`` rounded up to a multiple of 8 (the dense micro-kernel's row
+    block) if fewer. Rows are independent, so the tiling never changes a value."""
+    return int(min(MAX_TILE_ROWS, -(-max(n_rows, 1) // 8) * 8))
+
+
+def propagation_workers(n_rows: int) -> int:
+    """Threads a propagation call on ``n_rows`` rows shares them among: all of
+    numba's, as long as each gets at least ``MIN_WORKER_ROWS`` rows."""
+    return int(max(1, min(numba.get_num_threads(), n_rows // MIN_WORKER_ROWS)))
 
 
 def propagation_pass_rows(n_rows: int, n_nodes: int) -> int:
@@ -557,7 +559,7 @@ def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.nda
     n_rows = stop - start
     pass_rows = propagation_pass_rows(n_rows, n)
     tile_rows = propagation_tile_rows(min(pass_rows, n_rows))
-    n_workers = max(1, min(numba.get_num_threads(), -(-max(n_rows, 1) // tile_rows)))
+    n_workers = propagation_workers(n_rows)
     _propagate_rows(
         np.int64(start), np.int64(stop), np.int64(pass_rows), np.int64(tile_rows),
         np.int64(n_workers), src_vals,

@@ -146,24 +146,37 @@ def test_run_order_is_the_columns_and_their_ancestors():
     assert pruned > 0  # the kernel-against-naive checks (naive: every node) see pruned plans
 
 
-def test_propagation_tile_rows():
-    from plurel_fast.kernels.scm import MAX_TILE_ROWS, MIN_TILES, TILE_ROWS, propagation_tile_rows
+def test_propagation_tile_rows_and_workers():
+    import numba
+
+    from plurel_fast.kernels.scm import (
+        MAX_TILE_ROWS,
+        MIN_WORKER_ROWS,
+        propagation_tile_rows,
+        propagation_workers,
+    )
 
     for n in (0, 1, 63, 64, 500, 2047, 2048, 2049, 10**6):
         tile = propagation_tile_rows(n)
-        assert tile % 4 == 0 and TILE_ROWS <= tile <= MAX_TILE_ROWS
-        if tile > TILE_ROWS:  # grown only while MIN_TILES tiles remain
-            assert -(-n // tile) >= MIN_TILES
+        assert tile % 8 == 0 and 8 <= tile <= MAX_TILE_ROWS
+        assert tile >= min(n, MAX_TILE_ROWS)  # a small pass is one tile
+        workers = propagation_workers(n)
+        assert 1 <= workers <= numba.get_num_threads()
+        assert workers == 1 or n // workers >= MIN_WORKER_ROWS
 
 
-@pytest.mark.parametrize("tile", [4, 68, 256])
-def test_values_independent_of_tile_rows(tile, monkeypatch):
+@pytest.mark.parametrize("tile, workers", [(4, None), (68, None), (8, 3), (256, 1), (None, 5)])
+def test_values_independent_of_tiles_and_thread_shares(tile, workers, monkeypatch):
+    # rows are split into per-thread shares, then tiles: neither changes a value
     from plurel_fast.kernels import scm as scm_kernels
 
     config = _config("logexp", "type_eager", entity_rows=(300, 400), activity_rows=(500, 700), num_cols=(3, 6))
     plan = plan_database(2, config)
-    want, _ = _run(plan, 10_000)  # whole tables: 64-88 row tiles
-    monkeypatch.setattr(scm_kernels, "propagation_tile_rows", lambda n: tile)
+    want, _ = _run(plan, 10_000)  # whole tables: 256-row tiles, numba's threads
+    if tile is not None:
+        monkeypatch.setattr(scm_kernels, "propagation_tile_rows", lambda n: tile)
+    if workers is not None:
+        monkeypatch.setattr(scm_kernels, "propagation_workers", lambda n: workers)
     got, _ = _run(plan, 10_000)
     for name in want:
         assert got[name].tobytes() == want[name].tobytes(), name
