@@ -437,7 +437,7 @@ def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
 
 
 # Folds of ``mlp_forward_fold_tile`` (the codes of kernels.scm's aggregations).
-FOLD_SUM, FOLD_MAX, FOLD_PRODUCT = 0, 1, 2
+FOLD_SUM, FOLD_MAX, FOLD_PRODUCT = simd.FOLD_SUM, simd.FOLD_MAX, simd.FOLD_PRODUCT
 _FOLD_CLAMP = _F(simd.FOLD_CLAMP)
 
 
@@ -464,60 +464,24 @@ def _dense_fold_tile(src, n_rows, in_dim, weights, w_off, out_dim, acc, fold, w)
     col = 0
     while col + 2 * simd.LANES <= out_dim:
         t = 0
-        if fold == FOLD_SUM:
-            while t + 8 <= n_rows:
-                simd.fold_sum_8x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 8
-            while t + 4 <= n_rows:
-                simd.fold_sum_4x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 4
-            while t < n_rows:
-                simd.fold_sum_1x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 1
-        elif fold == FOLD_MAX:
-            while t + 8 <= n_rows:
-                simd.fold_max_8x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 8
-            while t + 4 <= n_rows:
-                simd.fold_max_4x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 4
-            while t < n_rows:
-                simd.fold_max_1x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 1
-        else:
-            while t + 8 <= n_rows:
-                simd.fold_prod_8x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 8
-            while t + 4 <= n_rows:
-                simd.fold_prod_4x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 4
-            while t < n_rows:
-                simd.fold_prod_1x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 1
+        while t + 8 <= n_rows:
+            simd.fold_8x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w, fold)
+            t += 8
+        while t + 4 <= n_rows:
+            simd.fold_4x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w, fold)
+            t += 4
+        while t < n_rows:
+            simd.fold_1x2(src, t, in_dim, weights, w_off, out_dim, col, acc, w, fold)
+            t += 1
         col += 2 * simd.LANES
     if col + simd.LANES <= out_dim:
         t = 0
-        if fold == FOLD_SUM:
-            while t + 4 <= n_rows:
-                simd.fold_sum_4x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 4
-            while t < n_rows:
-                simd.fold_sum_1x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 1
-        elif fold == FOLD_MAX:
-            while t + 4 <= n_rows:
-                simd.fold_max_4x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 4
-            while t < n_rows:
-                simd.fold_max_1x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 1
-        else:
-            while t + 4 <= n_rows:
-                simd.fold_prod_4x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 4
-            while t < n_rows:
-                simd.fold_prod_1x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w)
-                t += 1
+        while t + 4 <= n_rows:
+            simd.fold_4x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w, fold)
+            t += 4
+        while t < n_rows:
+            simd.fold_1x1(src, t, in_dim, weights, w_off, out_dim, col, acc, w, fold)
+            t += 1
         col += simd.LANES
     for j in range(col, out_dim):
         for t in range(n_rows):

@@ -62,7 +62,7 @@ def _row_pointer(context, builder, arr_type, arr_value, row):
 # The folds a block can apply to its results instead of storing them (SPEC §4.4:
 # an encoder's output, weighted and clamped, folded into its node's aggregate).
 FOLD_CLAMP = 1e4
-_FOLDS = (None, "sum", "max", "product")
+FOLD_SUM, FOLD_MAX, FOLD_PRODUCT = 0, 1, 2  # the fold codes of the folding blocks
 
 
 def _splat(builder, value):
@@ -81,23 +81,23 @@ def _fold_vector(builder, fold, old, value, scale):
     lo = ir.Constant(_VEC, [-FOLD_CLAMP] * LANES)
     y = builder.select(builder.fcmp_ordered(">", y, hi), hi,
                        builder.select(builder.fcmp_ordered("<", y, lo), lo, y))
-    if fold == "sum":
+    if fold == FOLD_SUM:
         return builder.fadd(old, y)
-    if fold == "max":
+    if fold == FOLD_MAX:
         return builder.select(builder.fcmp_ordered(">", y, old), y, old)
     return builder.fmul(old, y)
 
 
-def _fma_block_intrinsic(rows: int, vectors: int, fold=None):
-    """The block intrinsic for ``rows`` x 16·``vectors`` outputs; with ``fold``
-    ("sum", "max", "product") it takes one more argument, a float32 ``scale``, and
-    folds ``clamp(scale * out)`` into ``dst`` instead of storing ``out``."""
-    assert fold in _FOLDS
+def _fma_block_intrinsic(rows: int, vectors: int, fold: bool = False):
+    """The block intrinsic for ``rows`` x 16·``vectors`` outputs; with ``fold`` it
+    takes two more arguments, a float32 ``scale`` and an int64 fold code
+    (FOLD_SUM, FOLD_MAX, FOLD_PRODUCT), and folds ``clamp(scale * out)`` into
+    ``dst`` instead of storing ``out`` (one branch per call picks the fold)."""
 
-    def typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst, scale=None):
+    def typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst):
         args = [src, types.int64, types.int64, weights, types.int64, types.int64, types.int64, dst]
-        if fold is not None:
-            args.append(types.float32)
+        if fold:
+            args += [types.float32, types.int64]
         return types.void(*args)
 
     def codegen(context, builder, signature, args):
@@ -129,20 +129,42 @@ def _fma_block_intrinsic(rows: int, vectors: int, fold=None):
                 for h in range(vectors):
                     builder.store(builder.call(fma, [x, w_vecs[h], builder.load(accs[r][h])]),
                                   accs[r][h])
-        scale = _splat(builder, args[8]) if fold is not None else None
         dst_int = builder.ptrtoint(dst_ptr, _I64)
+        row_ptrs = []
         for r in range(rows):
             row_addr = builder.add(dst_int, builder.mul(ir.Constant(_I64, r), dst_stride))
             row_ptr = builder.gep(builder.inttoptr(row_addr, _F32.as_pointer()), [col0_v])
-            for h in range(vectors):
-                p = builder.bitcast(builder.gep(row_ptr, [ir.Constant(_I64, LANES * h)]), vptr)
-                value = builder.load(accs[r][h])
-                if fold is not None:
-                    value = _fold_vector(builder, fold, builder.load(p, align=4), value, scale)
-                builder.store(value, p, align=4)
+            row_ptrs.append([
+                builder.bitcast(builder.gep(row_ptr, [ir.Constant(_I64, LANES * h)]), vptr)
+                for h in range(vectors)
+            ])
+
+        def store(fold_code):
+            for r in range(rows):
+                for h in range(vectors):
+                    p = row_ptrs[r][h]
+                    value = builder.load(accs[r][h])
+                    if fold_code is not None:
+                        value = _fold_vector(builder, fold_code, builder.load(p, align=4), value, scale)
+                    builder.store(value, p, align=4)
+
+        if not fold:
+            store(None)
+            return context.get_dummy_value()
+        scale = _splat(builder, args[8])
+        end = builder.append_basic_block("fold_end")
+        cases = [builder.append_basic_block(f"fold_{code}") for code in (FOLD_SUM, FOLD_MAX, FOLD_PRODUCT)]
+        switch = builder.switch(args[9], cases[2])  # any other code: product
+        switch.add_case(ir.Constant(_I64, FOLD_SUM), cases[0])
+        switch.add_case(ir.Constant(_I64, FOLD_MAX), cases[1])
+        for code, bb in zip((FOLD_SUM, FOLD_MAX, FOLD_PRODUCT), cases):
+            builder.position_at_end(bb)
+            store(code)
+            builder.branch(end)
+        builder.position_at_end(end)
         return context.get_dummy_value()
 
-    if fold is None:
+    if not fold:
         @intrinsic
         def block(typingctx, src, row0, in_dim, weights, w_off, w_stride, col0, dst):
             """``dst[row0 + r, col0 + j] = sum_k src[row0 + r, k] * W[k, col0 + j]``
@@ -151,9 +173,10 @@ def _fma_block_intrinsic(rows: int, vectors: int, fold=None):
             return typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst), codegen
     else:
         @intrinsic
-        def block(typingctx, src, row0, in_dim, weights, w_off, w_stride, col0, dst, scale):
-            """As the plain block, but ``dst[...] = fold(dst[...], clamp(scale * sum))``."""
-            return typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst, scale), codegen
+        def block(typingctx, src, row0, in_dim, weights, w_off, w_stride, col0, dst, scale, fold_code):
+            """As the plain block, but ``dst[...] = fold(dst[...], clamp(scale * sum))``
+            for the fold ``fold_code`` (FOLD_SUM, FOLD_MAX, FOLD_PRODUCT)."""
+            return typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst), codegen
 
     return block
 
@@ -169,11 +192,9 @@ fma_block_4x2 = _fma_block_intrinsic(4, 2)
 fma_block_1x2 = _fma_block_intrinsic(1, 2)
 fma_block_4x1 = _fma_block_intrinsic(4, 1)
 fma_block_1x1 = _fma_block_intrinsic(1, 1)
-# Folding blocks, per fold: 8 x 2, 4 x 2, 1 x 2, 4 x 1, 1 x 1 (``kernels.mlp._dense_fold_tile``).
-FOLD_BLOCKS = {
-    fold: tuple(_fma_block_intrinsic(r, h, fold) for r, h in ((8, 2), (4, 2), (1, 2), (4, 1), (1, 1)))
-    for fold in _FOLDS[1:]
-}
-fold_sum_8x2, fold_sum_4x2, fold_sum_1x2, fold_sum_4x1, fold_sum_1x1 = FOLD_BLOCKS["sum"]
-fold_max_8x2, fold_max_4x2, fold_max_1x2, fold_max_4x1, fold_max_1x1 = FOLD_BLOCKS["max"]
-fold_prod_8x2, fold_prod_4x2, fold_prod_1x2, fold_prod_4x1, fold_prod_1x1 = FOLD_BLOCKS["product"]
+# Folding blocks (``kernels.mlp._dense_fold_tile``), the fold a run-time argument.
+fold_8x2 = _fma_block_intrinsic(8, 2, fold=True)
+fold_4x2 = _fma_block_intrinsic(4, 2, fold=True)
+fold_1x2 = _fma_block_intrinsic(1, 2, fold=True)
+fold_4x1 = _fma_block_intrinsic(4, 1, fold=True)
+fold_1x1 = _fma_block_intrinsic(1, 1, fold=True)
