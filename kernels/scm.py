@@ -43,7 +43,6 @@ from plurel_fast.kernels.mlp import (
     mlp_forward_fold_tile,
     mlp_forward_tile,
 )
-from plurel_fast.kernels.weights import draw_layers
 from plurel_fast.kernels.noise import (
     NUM_GUIDE,
     NUM_KNOTS,
@@ -52,6 +51,7 @@ from plurel_fast.kernels.noise import (
     beta_tables,
     quantile_tables,
 )
+from plurel_fast.kernels.weights import draw_layers
 
 TILE_ROWS = 64  # collation tiles
 # Propagation tiles: each thread runs its share of a pass's rows through a node
