@@ -313,7 +313,7 @@ class MlpBankArrays(msgspec.Struct, frozen=True):
         ids = np.unique(np.asarray(mlp_ids, dtype=np.int64).reshape(-1))
         ids = ids[ids >= 0]
         first, count = self.mlps[ids, 0], self.mlps[ids, 1]
-        chosen = np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        chosen = _ranges(first, count)
         sizes = self.layers[chosen, 1] * self.layers[chosen, 2]
         local = self.layers.copy()
         local[chosen, 0] = np.cumsum(sizes) - sizes
