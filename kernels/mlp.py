@@ -377,8 +377,9 @@ def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
     Every output element is the fused chain ``acc = fma(x[k], W[k, j], acc)``
     over k = 0, 1, ... (``kernels.simd``): 32- and 16-column blocks go through
     the register-blocked micro-kernels, eight or four rows at a time, the last columns
-    (e.g. the single output of a numerical decoder) through a scalar loop with
-    four independent chains. All paths give the same bytes, so a row's value
+    (e.g. the single output of a numerical decoder) 16 rows at a time along the
+    vector lanes, and the last rows through a scalar loop with four independent
+    chains. All paths give the same bytes, so a row's value
     does not depend on the tiling, and on any CPU (explicit FMA, no
     ``fastmath``). Rows of ``src`` and ``dst`` must be contiguous.
     """
@@ -407,6 +408,9 @@ def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
     w = weights[w_off : w_off + in_dim * out_dim]
     for j in range(col, out_dim):
         t = 0
+        while t + simd.LANES <= n_rows:
+            simd.fma_column_16(src, t, in_dim, weights, w_off, out_dim, j, dst)
+            t += simd.LANES
         while t + 4 <= n_rows:
             x0 = src[t]
             x1 = src[t + 1]
@@ -771,7 +775,7 @@ def categorical_decode_tile(h, emb_id, emb_offsets, emb_weights, out_labels):
     # Rows along the vector lanes: h transposed once, then every similarity is
     # the same chain sim = sim + E[c, k] * h[t, k] over k = 0, 1, ... per row,
     # all rows at once (a chain per row one at a time is latency-bound).
-    ht = np.empty((dim, n), dtype=np.float32)
+    ht = simd.empty_aligned(dim * n).reshape((dim, n))
     for t in range(n):
         for k in range(dim):
             ht[k, t] = h[t, k]
@@ -820,8 +824,8 @@ def _mlp_forward(x, mlp_id, mlps, layers, weights, layer_scale, act_params, max_
     for part in prange(parts):
         lo = part * _ROWS_PER_PART
         hi = min(lo + _ROWS_PER_PART, n)
-        buf_a = np.empty((tile_rows, max_width), dtype=np.float32)
-        buf_b = np.empty((tile_rows, max_width), dtype=np.float32)
+        buf_a = simd.empty_aligned(tile_rows * max_width).reshape((tile_rows, max_width))
+        buf_b = simd.empty_aligned(tile_rows * max_width).reshape((tile_rows, max_width))
         for start in range(lo, hi, tile_rows):
             stop = min(start + tile_rows, hi)
             mlp_forward_tile(

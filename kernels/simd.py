@@ -24,8 +24,9 @@ scalar loop over ``fma32`` gives the same bytes (``kernels.mlp`` uses both).
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -34,6 +35,24 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 LANES = 16
 _VEC = ir.VectorType(_F32, LANES)
+
+
+# Bytes of a cache line, and of a 16-float vector: a vector load or store at an
+# address that is not a multiple of this spans two lines and costs about two.
+CACHE_LINE = 64
+
+
+@njit(cache=True)
+def empty_aligned(n):
+    """An uninitialised float32 array of n elements starting on a cache line.
+
+    numba's ``np.empty`` aligns to 32 bytes, so half of the 16-float vectors of
+    a buffer it returns straddle two cache lines; scratch tiles whose rows are
+    multiples of 16 floats come from here (~10 % faster dense layers).
+    """
+    buf = np.empty(n + CACHE_LINE // 4, dtype=np.float32)
+    skip = ((CACHE_LINE - buf.ctypes.data % CACHE_LINE) % CACHE_LINE) // 4
+    return buf[skip:skip + n]
 
 
 @intrinsic
@@ -179,6 +198,69 @@ def _fma_block_intrinsic(rows: int, vectors: int, fold: bool = False):
             return typer(src, row0, in_dim, weights, w_off, w_stride, col0, dst), codegen
 
     return block
+
+
+_I1 = ir.IntType(1)
+_I64_VEC = ir.VectorType(_I64, LANES)
+_PTR_VEC = ir.VectorType(_F32.as_pointer(), LANES)
+_ALL_LANES = ir.Constant(ir.VectorType(_I1, LANES), [1] * LANES)
+
+
+def _splat_i64(builder, value):
+    v = builder.insert_element(ir.Constant(_I64_VEC, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(_I64_VEC, ir.Undefined),
+                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+def _lane_addresses(builder, base_ptr, stride):
+    """The 16 addresses ``base + lane * stride`` (bytes) as an i64 vector."""
+    lanes = ir.Constant(_I64_VEC, list(range(LANES)))
+    return builder.add(_splat_i64(builder, builder.ptrtoint(base_ptr, _I64)),
+                       builder.mul(lanes, _splat_i64(builder, stride)))
+
+
+@intrinsic
+def fma_column_16(typingctx, src, row0, in_dim, weights, w_off, w_stride, col, dst):
+    """``dst[row0 + r, col] = sum_k src[row0 + r, k] * W[k, col]`` for 16 rows r,
+    W[k, j] = weights[w_off + k * w_stride + j]: one output column with the rows
+    along the vector lanes (a gather of 16 rows per k), the same fused chain
+    over k = 0, 1, ... as the blocks. For the single output of a numerical
+    decoder, where the scalar chains are bound by their latency and loads."""
+    sig = types.void(src, types.int64, types.int64, weights, types.int64, types.int64,
+                     types.int64, dst)
+
+    def codegen(context, builder, signature, args):
+        src_v, row0_v, k_v, w_v, w_off_v, w_stride_v, col_v, dst_v = args
+        mod = builder.module
+        mask_t = ir.VectorType(_I1, LANES)
+        fma = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fma.v16f32")
+        gather = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(_VEC, [_PTR_VEC, _I32, mask_t, _VEC]),
+            "llvm.masked.gather.v16f32.v16p0f32")
+        scatter = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(ir.VoidType(), [_VEC, _PTR_VEC, _I32, mask_t]),
+            "llvm.masked.scatter.v16f32.v16p0f32")
+        src_ptr, src_stride = _row_pointer(context, builder, signature.args[0], src_v, row0_v)
+        dst_ptr, dst_stride = _row_pointer(context, builder, signature.args[7], dst_v, row0_v)
+        rows = _lane_addresses(builder, src_ptr, src_stride)
+        w_arr = context.make_array(signature.args[3])(context, builder, w_v)
+        w_base = builder.gep(w_arr.data, [builder.add(w_off_v, col_v)])
+        acc = cgutils.alloca_once_value(builder, ir.Constant(_VEC, None))
+        align = ir.Constant(_I32, 4)
+        with cgutils.for_range(builder, k_v) as loop:
+            k = loop.index
+            addrs = builder.add(rows, _splat_i64(builder, builder.mul(k, ir.Constant(_I64, 4))))
+            x = builder.call(gather, [builder.inttoptr(addrs, _PTR_VEC), align, _ALL_LANES,
+                                      ir.Constant(_VEC, ir.Undefined)])
+            w = _splat(builder, builder.load(builder.gep(w_base, [builder.mul(k, w_stride_v)])))
+            builder.store(builder.call(fma, [x, w, builder.load(acc)]), acc)
+        out = _lane_addresses(builder, builder.gep(dst_ptr, [col_v]), dst_stride)
+        builder.call(scatter, [builder.load(acc), builder.inttoptr(out, _PTR_VEC), align,
+                               _ALL_LANES])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 # Rows x 16-float vectors per call. 4 x 2 keeps 8 accumulators in flight, enough

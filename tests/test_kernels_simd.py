@@ -1,8 +1,8 @@
 """Fused multiply-add micro-kernels (kernels/simd.py) against a NumPy reference.
 
 ``_dense_tile`` routes 32- and 16-column blocks through the register-blocked
-intrinsics (8, 4 or 1 rows at a time) and the last columns through a scalar
-``fma32`` loop; every path must give exactly the chain
+intrinsics (8, 4 or 1 rows at a time) and the last columns through the gathering
+column intrinsic (16 rows at a time) and a scalar ``fma32`` loop; every path must give exactly the chain
 ``acc = fma(x[k], W[k, j], acc)`` over k = 0, 1, ..., which the reference
 computes from float64 (exact products; see tests/naive.py's ``fma32``).
 """
@@ -40,7 +40,7 @@ def _fma32_array(a, b, c):
 @pytest.mark.parametrize(
     "rows, in_dim, out_dim",
     [(64, 32, 32), (7, 32, 32), (1, 1, 32), (13, 5, 48), (9, 32, 16), (6, 32, 1), (5, 3, 17),
-     (64, 32, 64), (3, 33, 35)],
+     (64, 32, 64), (3, 33, 35), (37, 32, 1), (16, 7, 17), (40, 33, 35)],
 )
 def test_dense_tile_is_the_fused_chain_on_every_path(rows, in_dim, out_dim):
     rng = np.random.default_rng(rows * 1000 + in_dim * 10 + out_dim)
@@ -70,6 +70,13 @@ def test_dense_tile_rows_do_not_depend_on_their_neighbours():
         part = np.empty((stop - start, 32), np.float32)
         _dense_tile(x[start:stop], stop - start, 32, w, 0, 32, part)
         assert np.array_equal(part, full[start:stop])
+
+
+def test_empty_aligned_starts_on_a_cache_line():
+    for n in (0, 1, 15, 16, 1000, 4097):
+        a = simd.empty_aligned(n)
+        assert a.shape == (n,) and a.dtype == np.float32 and a.flags.c_contiguous
+        assert a.ctypes.data % simd.CACHE_LINE == 0
 
 
 def test_fma32_rounds_once():
