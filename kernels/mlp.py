@@ -776,8 +776,8 @@ def categorical_decode_tile(h, emb_id, emb_offsets, emb_weights, out_labels):
     # the same chain sim = sim + E[c, k] * h[t, k] over k = 0, 1, ... per row,
     # all rows at once (a chain per row one at a time is latency-bound).
     ht = simd.empty_aligned(dim * n).reshape((dim, n))
-    for t in range(n):
-        for k in range(dim):
+    for k in range(dim):  # contiguous stores (half the time of contiguous loads)
+        for t in range(n):
             ht[k, t] = h[t, k]
     sim = np.empty(n, dtype=np.float32)
     best_sim = np.empty(n, dtype=np.float32)

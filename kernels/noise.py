@@ -47,18 +47,31 @@ _EDGE_CELLS = 4
 
 
 @njit(cache=True)
-def _fill_table(a, b, x, cdf, guide):
-    m = x.shape[0]
-    dens = np.empty(m)
+def _knot_constants(m):
+    """What every law's table shares: the knots x_i, log x_i, log(1 - x_i) and
+    dx/dt at the knots (computed once per call of ``beta_tables``)."""
+    x = np.empty(m)
+    log_x = np.zeros(m)
+    log_1mx = np.zeros(m)
+    dxdt = np.zeros(m)
     for i in range(m):
         t = i / (m - 1)
         x[i] = 0.5 * (1.0 - np.cos(np.pi * t))
+    for i in range(1, m - 1):
+        log_x[i] = np.log(x[i])
+        log_1mx[i] = np.log1p(-x[i])
+        dxdt[i] = 0.5 * np.pi * np.sin(np.pi * i / (m - 1))
+    return x, log_x, log_1mx, dxdt
+
+
+@njit(cache=True)
+def _fill_table(a, b, knots, log_x, log_1mx, dxdt, x, cdf, guide):
+    m = x.shape[0]
+    dens = np.empty(m)
+    x[:] = knots
     # Integrand in t: f(x) dx/dt with f(x) = x^(a-1) (1-x)^(b-1) (unnormalised).
     for i in range(1, m - 1):
-        xi = x[i]
-        dens[i] = np.exp((a - 1.0) * np.log(xi) + (b - 1.0) * np.log1p(-xi)) * (
-            0.5 * np.pi * np.sin(np.pi * i / (m - 1))
-        )
+        dens[i] = np.exp((a - 1.0) * log_x[i] + (b - 1.0) * log_1mx[i]) * dxdt[i]
     h = 1.0 / (m - 1)
     cdf[0] = 0.0
     # End cells from the leading power laws of the density.
@@ -87,8 +100,9 @@ def beta_tables(alphas, betas, num_knots, num_guide):
     x = np.zeros((n, num_knots))
     cdf = np.zeros((n, num_knots))
     guide = np.zeros((n, num_guide), dtype=np.int64)
+    knots, log_x, log_1mx, dxdt = _knot_constants(num_knots)
     for v in prange(n):
-        _fill_table(alphas[v], betas[v], x[v], cdf[v], guide[v])
+        _fill_table(alphas[v], betas[v], knots, log_x, log_1mx, dxdt, x[v], cdf[v], guide[v])
     return x, cdf, guide
 
 
