@@ -153,6 +153,34 @@ def _fold_edge_lse(acc, lse_sum, enc, w, n_rows, dim):
 
 
 @njit(cache=True)
+def _fold_table_edge(agg, acc, lse_sum, value_row, table_off, enc_tables, w, n_rows, dim):
+    """``_encode`` of a categorical edge (a table row per label) and ``_fold_edge``
+    in one pass: the same operations on the same values, without the copy."""
+    if agg == AGG_SUM:
+        for t in range(n_rows):
+            src = enc_tables[table_off + np.int64(value_row[t]) * dim:]
+            for j in range(dim):
+                acc[t, j] += _clamp_input(w * src[j])
+    elif agg == AGG_MAX:
+        for t in range(n_rows):
+            src = enc_tables[table_off + np.int64(value_row[t]) * dim:]
+            for j in range(dim):
+                y = _clamp_input(w * src[j])
+                if y > acc[t, j]:
+                    acc[t, j] = y
+    elif agg == AGG_PRODUCT:
+        for t in range(n_rows):
+            src = enc_tables[table_off + np.int64(value_row[t]) * dim:]
+            for j in range(dim):
+                acc[t, j] *= _clamp_input(w * src[j])
+    else:
+        for t in range(n_rows):
+            src = enc_tables[table_off + np.int64(value_row[t]) * dim:]
+            for j in range(dim):
+                _lse_add(acc, lse_sum, t, j, _clamp_input(w * src[j]))
+
+
+@njit(cache=True)
 def _fold_partials(agg, acc, lse_sum, partials, prows, slot, n_rows, dim):
     """Fold the pre-aggregated collation input of parent row prows[t] into row t."""
     if agg == AGG_SUM:
@@ -235,6 +263,9 @@ def _node_tiles(
                     mlp_forward_fold_tile(x1[:tn], edge_mlp[e], mlps, layers, weights,
                                           layer_scale, act_params, acc[:tn], a, edge_weight[e],
                                           buf_a, buf_b)
+                elif edge_table[e] >= 0:
+                    _fold_table_edge(a, acc, lse_sum, vals[u, t0:], edge_table[e], enc_tables,
+                                     edge_weight[e], tn, dim)
                 else:
                     _encode(vals[u, t0:], edge_mlp[e], edge_table[e], enc_tables,
                             tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
