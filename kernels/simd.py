@@ -69,7 +69,7 @@ def fma32(typingctx, a, b, c):
     return sig, codegen
 
 
-def _row_pointer(context, builder, arr_type, arr_value, row):
+def row_pointer(context, builder, arr_type, arr_value, row):
     """Address of ``arr[row, 0]`` of a 2-D float32 array (any row stride)."""
     arr = context.make_array(arr_type)(context, builder, arr_value)
     row_stride = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
@@ -84,7 +84,7 @@ FOLD_CLAMP = 1e4
 FOLD_SUM, FOLD_MAX, FOLD_PRODUCT = 0, 1, 2  # the fold codes of the folding blocks
 
 
-def _splat(builder, value):
+def splat(builder, value):
     """A vector of 16 copies of a float32 value."""
     v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), value, ir.Constant(_I32, 0))
     return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined),
@@ -125,8 +125,8 @@ def _fma_block_intrinsic(rows: int, vectors: int, fold: bool = False):
             builder.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fma.v16f32"
         )
         vptr = _VEC.as_pointer()
-        src_ptr, src_stride = _row_pointer(context, builder, signature.args[0], src_v, row0_v)
-        dst_ptr, dst_stride = _row_pointer(context, builder, signature.args[7], dst_v, row0_v)
+        src_ptr, src_stride = row_pointer(context, builder, signature.args[0], src_v, row0_v)
+        dst_ptr, dst_stride = row_pointer(context, builder, signature.args[7], dst_v, row0_v)
         w_arr = context.make_array(signature.args[3])(context, builder, w_v)
         w_base = builder.gep(w_arr.data, [builder.add(w_off_v, col0_v)])
         zero = ir.Constant(_VEC, None)
@@ -144,7 +144,7 @@ def _fma_block_intrinsic(rows: int, vectors: int, fold: bool = False):
             for r in range(rows):
                 row_addr = builder.add(src_int, builder.mul(ir.Constant(_I64, r), src_stride))
                 x_ptr = builder.gep(builder.inttoptr(row_addr, _F32.as_pointer()), [k])
-                x = _splat(builder, builder.load(x_ptr))
+                x = splat(builder, builder.load(x_ptr))
                 for h in range(vectors):
                     builder.store(builder.call(fma, [x, w_vecs[h], builder.load(accs[r][h])]),
                                   accs[r][h])
@@ -170,7 +170,7 @@ def _fma_block_intrinsic(rows: int, vectors: int, fold: bool = False):
         if not fold:
             store(None)
             return context.get_dummy_value()
-        scale = _splat(builder, args[8])
+        scale = splat(builder, args[8])
         end = builder.append_basic_block("fold_end")
         cases = [builder.append_basic_block(f"fold_{code}") for code in (FOLD_SUM, FOLD_MAX, FOLD_PRODUCT)]
         switch = builder.switch(args[9], cases[2])  # any other code: product
@@ -206,7 +206,7 @@ _PTR_VEC = ir.VectorType(_F32.as_pointer(), LANES)
 _ALL_LANES = ir.Constant(ir.VectorType(_I1, LANES), [1] * LANES)
 
 
-def _splat_i64(builder, value):
+def splat_i64(builder, value):
     v = builder.insert_element(ir.Constant(_I64_VEC, ir.Undefined), value, ir.Constant(_I32, 0))
     return builder.shuffle_vector(v, ir.Constant(_I64_VEC, ir.Undefined),
                                   ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
@@ -215,8 +215,8 @@ def _splat_i64(builder, value):
 def _lane_addresses(builder, base_ptr, stride):
     """The 16 addresses ``base + lane * stride`` (bytes) as an i64 vector."""
     lanes = ir.Constant(_I64_VEC, list(range(LANES)))
-    return builder.add(_splat_i64(builder, builder.ptrtoint(base_ptr, _I64)),
-                       builder.mul(lanes, _splat_i64(builder, stride)))
+    return builder.add(splat_i64(builder, builder.ptrtoint(base_ptr, _I64)),
+                       builder.mul(lanes, splat_i64(builder, stride)))
 
 
 @intrinsic
@@ -241,8 +241,8 @@ def fma_column_16(typingctx, src, row0, in_dim, weights, w_off, w_stride, col, d
         scatter = cgutils.get_or_insert_function(
             mod, ir.FunctionType(ir.VoidType(), [_VEC, _PTR_VEC, _I32, mask_t]),
             "llvm.masked.scatter.v16f32.v16p0f32")
-        src_ptr, src_stride = _row_pointer(context, builder, signature.args[0], src_v, row0_v)
-        dst_ptr, dst_stride = _row_pointer(context, builder, signature.args[7], dst_v, row0_v)
+        src_ptr, src_stride = row_pointer(context, builder, signature.args[0], src_v, row0_v)
+        dst_ptr, dst_stride = row_pointer(context, builder, signature.args[7], dst_v, row0_v)
         rows = _lane_addresses(builder, src_ptr, src_stride)
         w_arr = context.make_array(signature.args[3])(context, builder, w_v)
         w_base = builder.gep(w_arr.data, [builder.add(w_off_v, col_v)])
@@ -250,10 +250,10 @@ def fma_column_16(typingctx, src, row0, in_dim, weights, w_off, w_stride, col, d
         align = ir.Constant(_I32, 4)
         with cgutils.for_range(builder, k_v) as loop:
             k = loop.index
-            addrs = builder.add(rows, _splat_i64(builder, builder.mul(k, ir.Constant(_I64, 4))))
+            addrs = builder.add(rows, splat_i64(builder, builder.mul(k, ir.Constant(_I64, 4))))
             x = builder.call(gather, [builder.inttoptr(addrs, _PTR_VEC), align, _ALL_LANES,
                                       ir.Constant(_VEC, ir.Undefined)])
-            w = _splat(builder, builder.load(builder.gep(w_base, [builder.mul(k, w_stride_v)])))
+            w = splat(builder, builder.load(builder.gep(w_base, [builder.mul(k, w_stride_v)])))
             builder.store(builder.call(fma, [x, w, builder.load(acc)]), acc)
         out = _lane_addresses(builder, builder.gep(dst_ptr, [col_v]), dst_stride)
         builder.call(scatter, [builder.load(acc), builder.inttoptr(out, _PTR_VEC), align,

@@ -79,10 +79,15 @@ def _kernel_noise(acc, key, row0, a, b, q, x, cdf, guide, tile):
         add_node_noise(acc[t0:], min(tile, n - t0), dim, row0 + t0, key, a, b, q, x, cdf, guide, unif)
 
 
-@pytest.mark.parametrize("a, b, dim", [(2.0, 3.0, 32), (0.5, 5.0, 32), (0.7, 1.3, 7), (0.3, 2.0, 32)])
+@pytest.mark.parametrize(
+    "a, b, dim",
+    [(2.0, 3.0, 32), (0.5, 5.0, 32), (0.7, 1.3, 7), (0.3, 2.0, 32), (2.0, 3.0, 16), (1.5, 0.9, 48),
+     (2.5, 2.5, 18)],
+)
 def test_kernel_adds_the_reference_draws(a, b, dim):
     """add_node_noise adds float32(beta_noise_block / dim) bit for bit (tables or rejection),
-    in any tiling; 2000 x 32 draws include ~250 in the outer quantile cells."""
+    in any tiling, on its vector path (dim a multiple of 16) and its scalar one; 2000 x 32
+    draws include ~250 in the outer quantile cells."""
     n, row0 = 2000, 10**9
     base = np.random.default_rng(1).standard_normal((n, dim)).astype(np.float32)
     if min(a, b) >= TABLE_MIN_SHAPE:
