@@ -98,7 +98,10 @@ def _agg_init(agg, acc, lse_sum, n_rows, dim):
     for t in range(n_rows):
         for j in range(dim):
             acc[t, j] = init
-            lse_sum[t, j] = _ZERO
+    if agg == AGG_LOGEXP:  # the running sums only log-sum-exp reads
+        for t in range(n_rows):
+            for j in range(dim):
+                lse_sum[t, j] = _ZERO
 
 
 @njit(inline="always", cache=True)
