@@ -42,7 +42,7 @@ from numba.extending import intrinsic
 
 from plurel_fast.kernels import rng
 from plurel_fast.kernels.rng import beta, hash32, hash64, mix64
-from plurel_fast.kernels.simd import row_pointer
+from plurel_fast.kernels.simd import broadcast, row_pointer
 
 # Noise shapes below this use the exact rejection sampler (``rng.beta``): the
 # tabulated inverse CDF is accurate to 1e-5 only from 1/2 up.
@@ -226,12 +226,6 @@ _I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 _F32, _F64 = ir.FloatType(), ir.DoubleType()
 
 
-def _broadcast(builder, value, vec_type):
-    v = builder.insert_element(ir.Constant(vec_type, ir.Undefined), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, ir.Constant(vec_type, ir.Undefined),
-                                  ir.Constant(ir.VectorType(_I32, vec_type.count), [0] * vec_type.count))
-
-
 def _u64(value) -> ir.Constant:
     """A uint64 constant as LLVM's (signed) i64."""
     value = int(value)
@@ -266,7 +260,7 @@ def _noise_16(typingctx, acc, t, col0, q, row_hash, pair0, inv_dim):
             mod, ir.FunctionType(_I64, [i64v]), "llvm.vector.reduce.add.v8i64")
 
         def splat(value):
-            return _broadcast(builder, value, i64v)
+            return broadcast(builder, value, i64v)
 
         def const(value):
             return splat(_u64(value))
@@ -281,7 +275,7 @@ def _noise_16(typingctx, acc, t, col0, q, row_hash, pair0, inv_dim):
 
         q_arr = context.make_array(signature.args[3])(context, builder, q_v)
         q_base = builder.ptrtoint(q_arr.data, _I64)
-        inv = _broadcast(builder, inv_v, f64v)
+        inv = broadcast(builder, inv_v, f64v)
         all_lanes = ir.Constant(ir.VectorType(_I1, n), [1] * n)
         edges = []
 
@@ -291,8 +285,8 @@ def _noise_16(typingctx, acc, t, col0, q, row_hash, pair0, inv_dim):
                                builder.icmp_signed(">=", c, const(_HIGH_EDGE)))
             edges.append(builder.zext(edge, i64v))
             frac = builder.sitofp(builder.and_(bits, const(_FRAC_MASK)), f64v)
-            w = builder.fmul(builder.fadd(frac, _broadcast(builder, ir.Constant(_F64, 0.5), f64v)),
-                             _broadcast(builder, ir.Constant(_F64, _INV21), f64v))
+            w = builder.fmul(builder.fadd(frac, broadcast(builder, ir.Constant(_F64, 0.5), f64v)),
+                             broadcast(builder, ir.Constant(_F64, _INV21), f64v))
             addr = builder.add(splat(q_base), builder.mul(c, const(8)))
             q0 = builder.call(gather, [builder.inttoptr(addr, ptrv), ir.Constant(_I32, 8), all_lanes,
                                        ir.Constant(f64v, ir.Undefined)])

@@ -84,11 +84,16 @@ FOLD_CLAMP = 1e4
 FOLD_SUM, FOLD_MAX, FOLD_PRODUCT = 0, 1, 2  # the fold codes of the folding blocks
 
 
+def broadcast(builder, value, vec_type):
+    """A vector of ``vec_type`` (e.g. 16 x float32) holding copies of ``value``."""
+    v = builder.insert_element(ir.Constant(vec_type, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vec_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(_I32, vec_type.count), [0] * vec_type.count))
+
+
 def splat(builder, value):
     """A vector of 16 copies of a float32 value."""
-    v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined),
-                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return broadcast(builder, value, _VEC)
 
 
 def _fold_vector(builder, fold, old, value, scale):
@@ -206,17 +211,11 @@ _PTR_VEC = ir.VectorType(_F32.as_pointer(), LANES)
 _ALL_LANES = ir.Constant(ir.VectorType(_I1, LANES), [1] * LANES)
 
 
-def splat_i64(builder, value):
-    v = builder.insert_element(ir.Constant(_I64_VEC, ir.Undefined), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, ir.Constant(_I64_VEC, ir.Undefined),
-                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-
-
 def _lane_addresses(builder, base_ptr, stride):
     """The 16 addresses ``base + lane * stride`` (bytes) as an i64 vector."""
     lanes = ir.Constant(_I64_VEC, list(range(LANES)))
-    return builder.add(splat_i64(builder, builder.ptrtoint(base_ptr, _I64)),
-                       builder.mul(lanes, splat_i64(builder, stride)))
+    return builder.add(broadcast(builder, builder.ptrtoint(base_ptr, _I64), _I64_VEC),
+                       builder.mul(lanes, broadcast(builder, stride, _I64_VEC)))
 
 
 @intrinsic
@@ -250,7 +249,7 @@ def fma_column_16(typingctx, src, row0, in_dim, weights, w_off, w_stride, col, d
         align = ir.Constant(_I32, 4)
         with cgutils.for_range(builder, k_v) as loop:
             k = loop.index
-            addrs = builder.add(rows, splat_i64(builder, builder.mul(k, ir.Constant(_I64, 4))))
+            addrs = builder.add(rows, broadcast(builder, builder.mul(k, ir.Constant(_I64, 4)), _I64_VEC))
             x = builder.call(gather, [builder.inttoptr(addrs, _PTR_VEC), align, _ALL_LANES,
                                       ir.Constant(_VEC, ir.Undefined)])
             w = splat(builder, builder.load(builder.gep(w_base, [builder.mul(k, w_stride_v)])))
