@@ -775,7 +775,7 @@ def categorical_decode_tile(h, emb_id, emb_offsets, emb_weights, out_labels):
     # Rows along the vector lanes: h transposed once, then every similarity is
     # the same chain sim = sim + E[c, k] * h[t, k] over k = 0, 1, ... per row,
     # all rows at once (a chain per row one at a time is latency-bound).
-    ht = simd.empty_aligned(dim * n).reshape((dim, n))
+    ht = simd.empty_aligned((dim, n))
     for k in range(dim):  # contiguous stores (half the time of contiguous loads)
         for t in range(n):
             ht[k, t] = h[t, k]
@@ -824,8 +824,8 @@ def _mlp_forward(x, mlp_id, mlps, layers, weights, layer_scale, act_params, max_
     for part in prange(parts):
         lo = part * _ROWS_PER_PART
         hi = min(lo + _ROWS_PER_PART, n)
-        buf_a = simd.empty_aligned(tile_rows * max_width).reshape((tile_rows, max_width))
-        buf_b = simd.empty_aligned(tile_rows * max_width).reshape((tile_rows, max_width))
+        buf_a = simd.empty_aligned((tile_rows, max_width))
+        buf_b = simd.empty_aligned((tile_rows, max_width))
         for start in range(lo, hi, tile_rows):
             stop = min(start + tile_rows, hi)
             mlp_forward_tile(

@@ -334,17 +334,17 @@ def _propagate_rows(
     n_nodes = is_source.shape[0]
     n_run = order.shape[0]  # the nodes evaluated (ScmPlan.run_order)
     vals = np.empty((n_nodes, min(pass_rows, n_rows)), dtype=np.float32)
-    acc_w = empty_aligned(n_workers * tile_rows * dim).reshape((n_workers, tile_rows, dim))
-    lse_w = empty_aligned(n_workers * tile_rows * dim).reshape((n_workers, tile_rows, dim))
-    enc_w = empty_aligned(n_workers * tile_rows * dim).reshape((n_workers, tile_rows, dim))
-    h_w = empty_aligned(n_workers * tile_rows * dim).reshape((n_workers, tile_rows, dim))
+    acc_w = empty_aligned((n_workers, tile_rows, dim))
+    lse_w = empty_aligned((n_workers, tile_rows, dim))
+    enc_w = empty_aligned((n_workers, tile_rows, dim))
+    h_w = empty_aligned((n_workers, tile_rows, dim))
     x1_w = np.empty((n_workers, tile_rows, 1), dtype=np.float32)
     y1_w = np.empty((n_workers, tile_rows, 1), dtype=np.float32)
     labels_w = np.empty((n_workers, tile_rows), dtype=np.int64)
     prows_w = np.empty((n_workers, tile_rows), dtype=np.int64)
     unif_w = np.empty((n_workers, dim), dtype=np.float64)
-    buf_a_w = empty_aligned(n_workers * tile_rows * max_width).reshape((n_workers, tile_rows, max_width))
-    buf_b_w = empty_aligned(n_workers * tile_rows * max_width).reshape((n_workers, tile_rows, max_width))
+    buf_a_w = empty_aligned((n_workers, tile_rows, max_width))
+    buf_b_w = empty_aligned((n_workers, tile_rows, max_width))
     no_ids = np.empty(0, dtype=np.int64)
     max_count = 0
     max_size = 0
@@ -355,7 +355,7 @@ def _propagate_rows(
             max_size = max(max_size, size)
     ids = np.empty(max_count, dtype=np.int64)
     local = layers.copy() if lazy else layers
-    wbuf = empty_aligned(max_size) if lazy else weights
+    wbuf = empty_aligned((max_size,)) if lazy else weights
     for p0 in range(0, n_rows, pass_rows):
         pn = min(pass_rows, n_rows - p0)
         for oi in range(n_run):
@@ -402,13 +402,13 @@ def _collation_chunk(
     for tile in prange(n_tiles):
         t0 = tile * TILE_ROWS
         tn = min(TILE_ROWS, n_rows - t0)
-        acc = empty_aligned(TILE_ROWS * dim).reshape((TILE_ROWS, dim))
-        lse_sum = empty_aligned(TILE_ROWS * dim).reshape((TILE_ROWS, dim))
-        enc = empty_aligned(k * TILE_ROWS * dim).reshape((k, TILE_ROWS, dim))
+        acc = empty_aligned((TILE_ROWS, dim))
+        lse_sum = empty_aligned((TILE_ROWS, dim))
+        enc = empty_aligned((k, TILE_ROWS, dim))
         col = np.empty(TILE_ROWS, dtype=np.float32)
         x1 = np.empty((TILE_ROWS, 1), dtype=np.float32)
-        buf_a = empty_aligned(TILE_ROWS * max_width).reshape((TILE_ROWS, max_width))
-        buf_b = empty_aligned(TILE_ROWS * max_width).reshape((TILE_ROWS, max_width))
+        buf_a = empty_aligned((TILE_ROWS, max_width))
+        buf_b = empty_aligned((TILE_ROWS, max_width))
         for i in range(k):
             for t in range(tn):
                 col[t] = values[t0 + t, i]
@@ -434,8 +434,8 @@ def _encoder_tables(pending, offsets, mlps, layers, weights, layer_scale, act_pa
         off = emb_offsets[emb_id, 0]
         cats = emb_offsets[emb_id, 1]
         x = emb_weights[off:off + cats * dim].reshape((cats, dim))
-        buf_a = empty_aligned(cats * max_width).reshape((cats, max_width))
-        buf_b = empty_aligned(cats * max_width).reshape((cats, max_width))
+        buf_a = empty_aligned((cats, max_width))
+        buf_b = empty_aligned((cats, max_width))
         dst = out[offsets[p]:offsets[p] + cats * dim].reshape((cats, dim))
         mlp_forward_tile(x, pending[p, 1], mlps, layers, weights, layer_scale, act_params,
                          dst, buf_a, buf_b)

@@ -43,16 +43,20 @@ CACHE_LINE = 64
 
 
 @njit(cache=True)
-def empty_aligned(n):
-    """An uninitialised float32 array of n elements starting on a cache line.
+def empty_aligned(shape):
+    """An uninitialised C-contiguous float32 array of ``shape`` (a tuple) starting
+    on a cache line.
 
     numba's ``np.empty`` aligns to 32 bytes, so half of the 16-float vectors of
     a buffer it returns straddle two cache lines; scratch tiles whose rows are
     multiples of 16 floats come from here (~10 % faster dense layers).
     """
+    n = 1
+    for size in shape:
+        n *= size
     buf = np.empty(n + CACHE_LINE // 4, dtype=np.float32)
     skip = ((CACHE_LINE - buf.ctypes.data % CACHE_LINE) % CACHE_LINE) // 4
-    return buf[skip:skip + n]
+    return buf[skip:skip + n].reshape(shape)
 
 
 @intrinsic

@@ -73,9 +73,9 @@ def test_dense_tile_rows_do_not_depend_on_their_neighbours():
 
 
 def test_empty_aligned_starts_on_a_cache_line():
-    for n in (0, 1, 15, 16, 1000, 4097):
-        a = simd.empty_aligned(n)
-        assert a.shape == (n,) and a.dtype == np.float32 and a.flags.c_contiguous
+    for shape in [(0,), (1,), (15,), (16,), (1000,), (4097,), (3, 5), (2, 7, 32)]:
+        a = simd.empty_aligned(shape)
+        assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
         assert a.ctypes.data % simd.CACHE_LINE == 0
 
 
