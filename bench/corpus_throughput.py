@@ -33,19 +33,28 @@ def _seeds(text: str) -> list[int]:
 
 def _worker(threads: int, preset: str, queue, results, ready, start) -> None:
     os.environ["NUMBA_NUM_THREADS"] = str(threads)  # before numba is imported
-    from plurel_fast import Config, generate
+    try:
+        from plurel_fast import Config, generate
 
-    config = Config.preset(preset)
-    generate(1000, config)  # warm-up: kernels from numba's cache
-    ready.release()
+        config = Config.preset(preset)
+        generate(1000, config)  # warm-up: kernels from numba's cache
+    except BaseException as err:
+        results.put(f"warm-up failed: {err!r}")
+        raise
+    finally:
+        ready.release()
     start.wait()
-    cells = 0
-    while True:
-        seed = queue.get()
-        if seed is None:
-            break
-        db = generate(seed, config)
-        cells += sum(len(t.df) * len(t.feature_cols) for t in db.table_dict.values())
+    cells, seed = 0, None
+    try:
+        while True:
+            seed = queue.get()
+            if seed is None:
+                break
+            db = generate(seed, config)
+            cells += sum(len(t.df) * len(t.feature_cols) for t in db.table_dict.values())
+    except BaseException as err:
+        results.put(f"seed {seed} failed: {err!r}")
+        raise
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.put((cells, time.perf_counter(), rss_mb))
 
@@ -69,6 +78,9 @@ def run_layout(workers: int, threads: int, seeds: list[int], preset: str) -> dic
     out = [results.get() for _ in range(workers)]
     for p in procs:
         p.join()
+    failures = [item for item in out if isinstance(item, str)]
+    if failures:
+        raise RuntimeError("; ".join(failures))
     wall = max(t for _, t, _ in out) - t0
     cells = sum(c for c, _, _ in out)
     return {"wall": wall, "cells": cells, "rate": cells / wall, "rss": max(r for _, _, r in out)}
