@@ -152,14 +152,18 @@ def _digests(config: Config, threads: int, chunk_rows: int, **env_vars: str) -> 
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_byte_identical_across_threads_chunks_and_processes():
-    config = Config(
+def _sized_config(tables, entity_rows, activity_rows) -> Config:
+    return Config(
         database_params=DatabaseParams(
-            num_tables_choices=Choices("range", [4, 8]),
-            num_rows_entity_table_choices=Choices("range", [500, 3000]),
-            num_rows_activity_table_choices=Choices("range", [5000, 20000]),
+            num_tables_choices=Choices("range", list(tables)),
+            num_rows_entity_table_choices=Choices("range", list(entity_rows)),
+            num_rows_activity_table_choices=Choices("range", list(activity_rows)),
         )
     )
+
+
+def test_byte_identical_across_threads_chunks_and_processes():
+    config = _sized_config((4, 8), (500, 3000), (5000, 20000))
     a = _digests(config, threads=1, chunk_rows=65_536)
     b = _digests(config, threads=2, chunk_rows=1_000)
     assert a and a == b
@@ -173,13 +177,7 @@ def test_byte_identical_on_other_cpus(cpu, tmp_path):
     explicit fused multiply-adds, no fast-math, and the hand-written vector code
     does the scalar code's operations in the same order. Compiles every kernel
     afresh (minutes)."""
-    config = Config(
-        database_params=DatabaseParams(
-            num_tables_choices=Choices("range", [3, 5]),
-            num_rows_entity_table_choices=Choices("range", [200, 800]),
-            num_rows_activity_table_choices=Choices("range", [1000, 4000]),
-        )
-    )
+    config = _sized_config((3, 5), (200, 800), (1000, 4000))
     here = _digests(config, threads=2, chunk_rows=65_536)
     there = _digests(config, threads=2, chunk_rows=65_536, NUMBA_CPU_NAME=cpu,
                      NUMBA_CPU_FEATURES="", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
