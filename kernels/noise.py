@@ -41,7 +41,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from plurel_fast.kernels import rng
-from plurel_fast.kernels.rng import beta, hash32, hash64, mix64
+from plurel_fast.kernels.rng import beta, hash32, hash64, row_hash
 from plurel_fast.kernels.simd import broadcast, row_pointer
 
 # Noise shapes below this use the exact rejection sampler (``rng.beta``): the
@@ -221,7 +221,6 @@ def _interp_bits(bits, q):
 
 
 _PAIRS = 8  # draw pairs per vector: 8 hashes of 64 bits, 16 draws
-_ROW_MUL, _GOLDEN = rng._ROW_MUL, rng._GOLDEN
 _I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 _F32, _F64 = ir.FloatType(), ir.DoubleType()
 
@@ -233,14 +232,14 @@ def _u64(value) -> ir.Constant:
 
 
 @intrinsic
-def _noise_16(typingctx, acc, t, col0, q, row_hash, pair0, inv_dim):
+def _noise_16(typingctx, acc, t, col0, q, first_round, pair0, inv_dim):
     """``acc[t, col0 + i] += noise draw (pair0 + i // 2, half i % 2)`` for i < 16,
     outer-cell draws adding 0; returns how many of the 16 were outer-cell draws.
 
     The vector form of ``add_node_noise``'s loop body for 8 pairs of draws: the
-    8 hashes ``mix64(row_hash ^ (p * DRAW_MUL + GOLDEN))`` (``row_hash`` is
-    ``hash64``'s first round for the row), their low and high halves through
-    ``_is_edge`` and ``_interp_bits`` with gathers from the quantile table,
+    8 hashes ``mix64(first_round ^ (p * DRAW_MUL + GOLDEN))`` (``first_round``
+    is ``rng.row_hash(key, row)``, ``hash64``'s first round), their low and high
+    halves through ``_is_edge`` and ``_interp_bits`` with gathers from the quantile table,
     the same float64 operations in the same order, then the float32 add. Written
     out because numba's loop of the same code stays scalar inside the propagation
     kernel (LLVM cannot prove the accumulator apart from the table).
@@ -265,7 +264,7 @@ def _noise_16(typingctx, acc, t, col0, q, row_hash, pair0, inv_dim):
         def const(value):
             return splat(_u64(value))
 
-        # z = row_hash ^ (p * DRAW_MUL + GOLDEN), p = pair0 + lane; then mix64
+        # z = first_round ^ (p * DRAW_MUL + GOLDEN), p = pair0 + lane; then mix64
         lanes = ir.Constant(i64v, list(range(n)))
         p = builder.add(splat(pair0_v), lanes)
         z = builder.xor(splat(x_v), builder.add(builder.mul(p, const(rng._DRAW_MUL)), const(rng._GOLDEN)))
@@ -352,9 +351,9 @@ def add_node_noise(acc, n_rows, dim, row0, key, a, b, q, x, cdf, guide, unif):
             row = row0 + t
             n_edge = 0
             if whole:  # 16 draws at a time, written out as vector code
-                row_hash = mix64(np.uint64(key) ^ (np.uint64(row) * _ROW_MUL + _GOLDEN))
+                first = row_hash(key, row)
                 for c in range(vectors):
-                    n_edge += _noise_16(acc, t, c * 2 * _PAIRS, q, row_hash, c * _PAIRS, inv_dim)
+                    n_edge += _noise_16(acc, t, c * 2 * _PAIRS, q, first, c * _PAIRS, inv_dim)
             else:
                 for p in range(half):
                     h = hash64(key, row, p)

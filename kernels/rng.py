@@ -55,10 +55,16 @@ def mix64(z):
 
 
 @njit(inline="always", cache=True)
+def row_hash(key, row):
+    """``hash64``'s first round, shared by all draws of a row (for vector code
+    that finishes the second round itself, ``kernels.noise``)."""
+    return mix64(_U(key) ^ (_U(row) * _ROW_MUL + _GOLDEN))
+
+
+@njit(inline="always", cache=True)
 def hash64(key, row, draw):
     """64 random bits for (key, row, draw). All arguments are cast to uint64."""
-    x = mix64(_U(key) ^ (_U(row) * _ROW_MUL + _GOLDEN))
-    return mix64(x ^ (_U(draw) * _DRAW_MUL + _GOLDEN))
+    return mix64(row_hash(key, row) ^ (_U(draw) * _DRAW_MUL + _GOLDEN))
 
 
 @njit(inline="always", cache=True)
