@@ -183,8 +183,9 @@ class Database:
     name
         Dataset name written to the manifest (the paper uses ``plurel-<seed>``).
     metadata
-        Small JSON-able provenance record (seed, config hash, package version, config),
-        saved under the manifest's ``plurel_fast`` key; RelBench ignores it.
+        Small JSON-able provenance record (seed, config hash, package version, config,
+        source columns), saved in the folder's ``plurel_fast.json`` sidecar, which
+        RelBench and relational-transformer ignore.
     """
 
     def __init__(
@@ -223,6 +224,9 @@ class Database:
             )
         self.name = name
         self.metadata = _json_normalise(metadata)
+        # Seconds spent generating, saved beside the metadata but never compared:
+        # two runs of the same (seed, config) make equal databases in unequal time.
+        self.timings: dict = {}
 
     @property
     def num_rows(self) -> int:
@@ -259,14 +263,18 @@ class Database:
 
     __hash__ = None  # mutable, compared by value
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write RelBench's layout (``manifest.yaml`` + ``db/<table>.parquet``) atomically.
+    def save(
+        self, path: str | os.PathLike, *, overwrite: bool = False, pretraining: bool = True
+    ) -> Path:
+        """Write RelBench's layout (``manifest.yaml`` + ``db/<table>.parquet``) atomically,
+        with the pretraining tasks and ``scores.json`` unless ``pretraining=False``.
 
-        See `plurel_fast.io.parquet.write_database`.
+        The manifest's name is the folder's name. See
+        `plurel_fast.io.parquet.write_database`.
         """
         from plurel_fast.io.parquet import write_database
 
-        return write_database(self, path, overwrite=overwrite)
+        return write_database(self, path, overwrite=overwrite, pretraining=pretraining)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Database:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
+import msgspec
 import numpy as np
 import polars as pl
 
@@ -86,9 +88,13 @@ def execute(
     frames: dict[str, pl.DataFrame] = {}
     raw: dict[str, tuple] = {}  # table -> (ScmPlan, raw values) while children need them
     readers_left = {t.name: len(t.children) for t in schema.tables}
+    source_columns: dict[str, list[str]] = {}
+    seconds: dict[str, float] = {}
     for name in schema.order:
+        started = time.perf_counter()
         table = schema.table(name)
         scm = plan.scm(table.id)
+        sources = source_columns_of(table, scm)
         keys = _key_columns(plan, table, chunk_rows)
         values = _scm_values(plan, table, scm, keys, raw, chunk_rows)
         for parent in table.parents:
@@ -99,6 +105,8 @@ def execute(
             raw[name] = (scm, values)
         del scm
         frames[name] = _assemble(plan, table, keys, values)
+        source_columns[name] = [c for c in sources if c in frames[name].columns]
+        seconds[name] = round(time.perf_counter() - started, 6)
         if on_table is not None:
             on_table(table, len(frames), len(schema.order))
     tables = {
@@ -110,7 +118,7 @@ def execute(
         )
         for t in schema.tables
     }
-    return Database(
+    db = Database(
         tables,
         val_timestamp=schema.val_timestamp,
         test_timestamp=schema.test_timestamp,
@@ -119,8 +127,32 @@ def execute(
             "seed": int(plan.seed),
             "config_hash": plan.config.config_hash,
             "plurel_fast_version": package_version(),
+            "config": config_record(plan.config),
+            "source_columns": {t.name: source_columns[t.name] for t in schema.tables},
         },
     )
+    db.timings = {"tables_seconds": {t.name: seconds[t.name] for t in schema.tables}}
+    return db
+
+
+def config_record(config: Config) -> dict:
+    """The config as plain JSON data, without ``cache_dir`` (where a cache lives is not
+    what it holds); what the sidecar file stores next to ``config_hash``."""
+    data = msgspec.to_builtins(config)
+    data.pop("cache_dir", None)
+    return data
+
+
+def source_columns_of(table: TablePlan, scm) -> list[str]:
+    """The table's feature columns whose SCM node is a source node (no parents in the
+    table's causal graph): pure exogenous signals, which ``scores.json`` flags."""
+    if not table.features:
+        return []
+    return [
+        col.name
+        for col, node in zip(table.features, scm.col_nodes)
+        if bool(scm.is_source[node])
+    ]
 
 
 def _chunks(n: int, chunk_rows: int):

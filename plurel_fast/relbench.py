@@ -27,18 +27,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pandas as pd
 import polars as pl
-import yaml
 from relbench.base import Database as RelBenchDatabase
 from relbench.base import Dataset as RelBenchDataset
 from relbench.base import Table as RelBenchTable
 
 from plurel_fast.config import Config
 from plurel_fast.database import Database, Table
-from plurel_fast.generate import DEFAULT_CHUNK_ROWS, generate, package_version
-from plurel_fast.io.parquet import MANIFEST_FILE, METADATA_KEY
+from plurel_fast.generate import DEFAULT_CHUNK_ROWS, config_record, generate, package_version
+from plurel_fast.io.parquet import MANIFEST_FILE, SIDECAR_FILE, read_provenance
 from plurel_fast.plan.schema import plan_time_window
 
 __all__ = [
@@ -244,10 +242,12 @@ class SyntheticDataset(RelBenchDataset):
 
     The database is generated on first use and kept on the instance, so the repeated
     ``get_db`` calls of RelBench tasks cost a conversion, not a generation; every call
-    still returns fresh frames. With ``config.cache_dir`` it is saved once to
-    ``<cache_dir>/plurel-<seed>`` in RelBench's layout (``relbench.load_dataset``
-    reads that folder) and loaded from there afterwards. A folder made with another
-    config (or seed) raises `CacheMismatchError`; it is never reused silently.
+    still returns fresh frames. With ``config.cache_dir`` it is saved once to the folder
+    ``cache_dir`` itself, as ``plurel`` does it (``cache_dir=f"out/plurel-{seed}"``
+    gives ``out/plurel-<seed>/manifest.yaml``, a manifest named ``plurel-<seed>``), in
+    RelBench's layout (``relbench.load_dataset`` reads that folder), and loaded from
+    there afterwards. A folder made with another config (or seed) raises
+    `CacheMismatchError`; it is never reused silently.
 
     Parameters
     ----------
@@ -285,8 +285,8 @@ class SyntheticDataset(RelBenchDataset):
 
     @property
     def cache_path(self) -> Path | None:
-        """``<cache_dir>/plurel-<seed>``, or None without a cache_dir."""
-        return None if self.cache_dir is None else self.cache_dir / self.name
+        """The database folder: ``cache_dir`` itself, or None without a cache_dir."""
+        return self.cache_dir
 
     def __repr__(self) -> str:
         where = f", cache_path='{self.cache_path}'" if self.cache_dir is not None else ""
@@ -307,14 +307,15 @@ class SyntheticDataset(RelBenchDataset):
 
     def _load_or_generate(self) -> Database:
         path = self.cache_path
-        if path is not None and (path.exists() or path.is_symlink()):
+        # An empty folder (made ahead by a job script, a temporary directory) is a cache
+        # not written yet.
+        empty = path is not None and path.is_dir() and not any(path.iterdir())
+        if path is not None and (path.exists() or path.is_symlink()) and not empty:
             return self._load_cache(path)
         db = generate(self.seed, self.config, chunk_rows=self.chunk_rows)
-        # The config itself (not just its hash) lets a later mismatch name the fields.
-        db.metadata = {**db.metadata, "config": _config_record(self.config)}
         if path is not None:
             try:
-                db.save(path)
+                db.save(path, overwrite=empty)
             except FileExistsError:
                 # Another process saved the same seed meanwhile; use (and check) its copy.
                 return self._load_cache(path)
@@ -327,10 +328,10 @@ class SyntheticDataset(RelBenchDataset):
                 f"cache folder {path} exists but holds no {MANIFEST_FILE}, so it is not a "
                 f"saved database; delete it, or set Config.cache_dir to another folder"
             )
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = yaml.safe_load(f) or {}
-        stamp = manifest.get(METADATA_KEY) if isinstance(manifest, dict) else None
-        stamp = stamp if isinstance(stamp, dict) else {}
+        try:
+            stamp = read_provenance(path)
+        except ValueError as e:
+            raise CacheMismatchError(f"{e}; delete {path} to regenerate it") from None
         want_hash = self.config.config_hash
         have_hash, have_seed = stamp.get("config_hash"), stamp.get("seed")
         if have_seed != self.seed or have_hash != want_hash:
@@ -345,6 +346,7 @@ class SyntheticDataset(RelBenchDataset):
                 stacklevel=4,
             )
         db = Database.load(path)
+        db.name = self.name  # the folder's name is the manifest's; the dataset keeps its own
         if (db.val_timestamp, db.test_timestamp) != (
             self.val_timestamp.to_pydatetime(),
             self.test_timestamp.to_pydatetime(),
@@ -355,12 +357,6 @@ class SyntheticDataset(RelBenchDataset):
                 f"{self.val_timestamp} / {self.test_timestamp}; delete {path} to regenerate it"
             )
         return db
-
-
-def _config_record(config: Config) -> dict:
-    data = msgspec.to_builtins(config)
-    data.pop("cache_dir", None)  # where a cache lives is not what it holds
-    return data
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -376,15 +372,14 @@ def _mismatch_message(path: Path, stamp: dict, seed: int, config: Config) -> str
     want = config.config_hash
     if not stamp:
         what = (
-            f"a database without a {METADATA_KEY!r} block in its {MANIFEST_FILE} "
-            "(not made by plurel_fast)"
+            f"a database without our {SIDECAR_FILE} (not made by plurel_fast)"
         )
     else:
         what = f"plurel-{stamp.get('seed')} generated with config_hash {stamp.get('config_hash')!r}"
     detail = ""
     stored = stamp.get("config")
     if isinstance(stored, dict) and stamp.get("config_hash") != want:
-        a, b = _flatten(stored), _flatten(_config_record(config))
+        a, b = _flatten(stored), _flatten(config_record(config))
         differ = sorted(k for k in a.keys() | b.keys() if a.get(k, None) != b.get(k, None))
         if differ:
             more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""

@@ -27,12 +27,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import pandas as pd
-import polars as pl
 from relbench.base import AutoCompleteTask, TaskType
 from relbench.base import Database as RelBenchDatabase
 from relbench.base import Dataset as RelBenchDataset
 
 from plurel_fast.database import Database
+from plurel_fast.pretraining import pretraining_targets
 from plurel_fast.relbench import SyntheticDataset
 
 __all__ = [
@@ -96,16 +96,10 @@ def list_targets(db: Database | RelBenchDatabase | RelBenchDataset) -> list[Targ
         db = db.get_database()
     elif isinstance(db, RelBenchDataset):
         db = db.get_db(upto_test_timestamp=False)
-    targets = []
     if isinstance(db, Database):
-        for tname, table in db.table_dict.items():
-            if table.time_col is None:
-                continue
-            for col in table.feature_cols:
-                kind = _polars_kind(table.df.schema[col])
-                if kind is not None:
-                    targets.append(Target(tname, col, kind))
-        return targets
+        # The same list the saved folder's tasks/ holds (plurel_fast.pretraining).
+        return [Target(t.table, t.column, TaskType(t.task_type)) for t in pretraining_targets(db)]
+    targets = []
     if isinstance(db, RelBenchDatabase):
         for tname, table in db.table_dict.items():
             if table.time_col is None:
@@ -122,14 +116,6 @@ def list_targets(db: Database | RelBenchDatabase | RelBenchDataset) -> list[Targ
         "list_targets needs a plurel_fast Database, a relbench.base.Database or a "
         f"relbench Dataset, got {type(db).__module__}.{type(db).__name__}"
     )
-
-
-def _polars_kind(dtype: pl.DataType) -> TaskType | None:
-    if dtype == pl.Boolean:
-        return TaskType.BINARY_CLASSIFICATION
-    if dtype.is_float():
-        return TaskType.REGRESSION
-    return None
 
 
 def _pandas_kind(dtype) -> TaskType | None:

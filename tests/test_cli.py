@@ -19,13 +19,18 @@ SMALL = Config(
 
 def test_generate_writes_a_relbench_folder(tmp_path, capsys):
     config = SMALL.save(tmp_path / "small.toml")
-    out = tmp_path / "db"
+    out = tmp_path / "plurel-4"
     assert main(["generate", "--seed", "4", "--out", str(out), "--config", str(config)]) == 0
     captured = capsys.readouterr()
     assert "plurel-4" in captured.out and "[1/" in captured.err  # summary and progress
     db = Database.load(out)
     assert db.name == "plurel-4" and db.metadata["config_hash"] == SMALL.config_hash
     relbench.load_dataset(str(out)).get_db()
+    # The manifest is named after the folder, whatever the seed.
+    other = tmp_path / "mine"
+    assert main(["generate", "--seed", "4", "--out", str(other), "--config", str(config),
+                 "--quiet"]) == 0
+    assert Database.load(other).name == "mine"
 
 
 def test_existing_output_is_refused_then_replaced(tmp_path, capsys):

@@ -193,7 +193,12 @@ def test_save_load_round_trip(tmp_path):
     db = make_db(metadata={"seed": 7, "config": {"tables": [1, 2], "name": "x"}, "version": "0.1.0"})
     out = db.save(tmp_path / "plurel-7")
     assert out == tmp_path / "plurel-7"
-    assert sorted(p.name for p in out.iterdir()) == ["db", "manifest.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "db", "manifest.yaml", "plurel_fast.json", "scores.json", "tasks"
+    ]
+    assert sorted(p.name for p in (out / "tasks").iterdir()) == [
+        "events-amount", "events-returned"
+    ]
     assert sorted(p.name for p in (out / "db").iterdir()) == [
         "events.parquet",
         "items.parquet",
@@ -217,9 +222,11 @@ def test_manifest_matches_relbench_schema(tmp_path):
     raw = yaml.safe_load((out / "manifest.yaml").read_text())
     manifest = DatasetManifest.load(out / "manifest.yaml")
     validate_dataset_manifest(manifest, out / "db")
-    # Everything but our own key is what relbench itself would write.
-    assert {k: v for k, v in raw.items() if k != "plurel_fast"} == manifest.to_dict()
-    assert raw["plurel_fast"] == db.metadata
+    # Exactly what relbench itself would write (relational-transformer refuses any
+    # other key); our provenance is in the sidecar.
+    assert raw == manifest.to_dict()
+    assert json.loads((out / "plurel_fast.json").read_text()) == db.metadata
+    assert raw["name"] == "d"  # the folder's name
     assert manifest.tables["events"].fkeys == {"user_id": "users", "item_id": "items"}
     assert manifest.tables["users"].time_col is None
     assert pd.Timestamp(manifest.val_timestamp) == pd.Timestamp(db.val_timestamp)
@@ -301,8 +308,10 @@ def test_column_types_on_disk(tmp_path):
 
 
 def test_same_database_same_bytes(tmp_path):
-    a = make_db().save(tmp_path / "a")
-    b = make_db().save(tmp_path / "b")
+    # Same folder name (the manifest carries it) in two places; the sidecar differs
+    # only where it records timings, which a hand-made database has none of.
+    a = make_db().save(tmp_path / "a" / "db")
+    b = make_db().save(tmp_path / "b" / "db")
     assert _file_hashes(a) == _file_hashes(b)
 
 
@@ -320,8 +329,8 @@ def test_bytes_do_not_depend_on_chunking(tmp_path):
     parts = [df[0:777], df[777:20_001], df[20_001:]]
     chunked = pl.concat(parts, rechunk=False)
     assert chunked.n_chunks() > 1
-    a = Database({"t": Table(df, None, "row_idx", "date")}, T0, T0).save(tmp_path / "a")
-    b = Database({"t": Table(chunked, None, "row_idx", "date")}, T0, T0).save(tmp_path / "b")
+    a = Database({"t": Table(df, None, "row_idx", "date")}, T0, T0).save(tmp_path / "a" / "d")
+    b = Database({"t": Table(chunked, None, "row_idx", "date")}, T0, T0).save(tmp_path / "b" / "d")
     assert _file_hashes(a) == _file_hashes(b)
 
 
@@ -336,12 +345,12 @@ def test_existing_target_without_overwrite(tmp_path):
 
 
 def test_overwrite_replaces(tmp_path):
-    target = tmp_path / "d"
+    target = tmp_path / "plurel-7"
     make_db().save(target)
     new = make_db(n_events=12, metadata={"seed": 9})
     assert new.save(target, overwrite=True) == target
     assert Database.load(target) == new
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no temp or old copies
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plurel-7"]  # no temp or old copies
 
 
 def test_overwrite_refuses_foreign_folders(tmp_path):
@@ -354,7 +363,7 @@ def test_overwrite_refuses_foreign_folders(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="not a folder"):
         make_db().save(tmp_path / "file", overwrite=True)
-    empty = tmp_path / "empty"
+    empty = tmp_path / "plurel-7"
     empty.mkdir()
     make_db().save(empty, overwrite=True)
     assert Database.load(empty) == make_db()
@@ -405,16 +414,50 @@ def test_load_errors_name_the_path(tmp_path):
 
 
 def test_load_plain_relbench_folder(tmp_path):
-    # A folder with no plurel_fast key (as relbench writes it) loads with empty metadata;
+    # A folder without our sidecar (as relbench writes it) loads with empty metadata;
     # an unquoted YAML date is accepted too.
     out = make_db().save(tmp_path / "d")
-    raw = yaml.safe_load((out / "manifest.yaml").read_text())
-    del raw["plurel_fast"]
-    text = yaml.safe_dump(raw, sort_keys=False).replace("'2021-03-02T06:00:00'", "2021-03-02")
+    os.remove(out / "plurel_fast.json")
+    text = (out / "manifest.yaml").read_text().replace("'2021-03-02T06:00:00'", "2021-03-02")
     (out / "manifest.yaml").write_text(text)
     back = Database.load(out)
     assert back.metadata == {}
     assert back.val_timestamp == dt.datetime(2021, 3, 2)
+
+
+def test_load_folder_saved_before_the_sidecar(tmp_path):
+    # Earlier versions kept the metadata in the manifest's plurel_fast block.
+    db = make_db()
+    out = db.save(tmp_path / "plurel-7")
+    os.remove(out / "plurel_fast.json")
+    raw = yaml.safe_load((out / "manifest.yaml").read_text())
+    raw["plurel_fast"] = db.metadata
+    (out / "manifest.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert Database.load(out) == db
+
+
+def test_midnight_split_times_are_dates_in_the_manifest(tmp_path):
+    db = make_db()
+    db.val_timestamp, db.test_timestamp = dt.datetime(2020, 3, 1), dt.datetime(2020, 9, 19)
+    out = db.save(tmp_path / "plurel-7")
+    text = (out / "manifest.yaml").read_text()
+    assert "val_timestamp: '2020-03-01'\n" in text and "test_timestamp: '2020-09-19'\n" in text
+    assert Database.load(out) == db
+
+
+def test_sidecar_keeps_timings_out_of_equality(tmp_path):
+    db = make_db()
+    db.timings = {"tables_seconds": {"users": 0.5}}
+    out = db.save(tmp_path / "plurel-7")
+    back = Database.load(out)
+    assert back.timings == db.timings and back == make_db()
+    assert json.loads((out / "plurel_fast.json").read_text())["timings"] == db.timings
+    assert "timings" not in back.metadata
+
+
+def test_pretraining_false_writes_tables_only(tmp_path):
+    out = make_db().save(tmp_path / "plurel-7", pretraining=False)
+    assert sorted(p.name for p in out.iterdir()) == ["db", "manifest.yaml", "plurel_fast.json"]
 
 
 def test_empty_and_keyless_tables_round_trip(tmp_path):
@@ -428,7 +471,7 @@ def test_empty_and_keyless_tables_round_trip(tmp_path):
     )
     loose = Table(pl.DataFrame({"v": [True, None, False]}))
     db = Database({"empty": empty, "loose": loose}, T0, T0)
-    back = Database.load(db.save(tmp_path / "d"))
+    back = Database.load(db.save(tmp_path / "plurel-fast"))
     assert back == db
     assert back.table_dict["loose"].pkey_col is None
 

@@ -137,7 +137,7 @@ with tempfile.TemporaryDirectory() as d:
         path = pathlib.Path(d) / f"db{seed}"
         plurel_fast.generate(seed, config, chunk_rows=int(sys.argv[2])).save(path)
         for f in sorted(path.rglob("*")):
-            if f.is_file():
+            if f.is_file() and f.name != "plurel_fast.json":  # its timings vary
                 out[f"{seed}/{f.relative_to(path)}"] = hashlib.sha256(f.read_bytes()).hexdigest()
 print(json.dumps(out))
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import textwrap
 from pathlib import Path
 
@@ -40,7 +41,7 @@ SNIPPET_DATASET = textwrap.dedent(
 SNIPPET_CONFIG = textwrap.dedent(
     """\
     from plurel_fast import Config, DatabaseParams, Choices
-    config = Config(database_params=DatabaseParams(num_tables_choices=Choices(kind="range", value=[5, 10])), cache_dir="~/.cache/plurel")
+    config = Config(database_params=DatabaseParams(num_tables_choices=Choices(kind="range", value=[5, 10])), cache_dir="~/.cache/plurel/plurel-7")
     """
 )
 
@@ -114,14 +115,15 @@ def test_snippet_config_runs_unchanged(tmp_path, monkeypatch):
     scope: dict = {}
     exec(SNIPPET_CONFIG, scope)
     config = scope["config"]
-    assert config.cache_dir == "~/.cache/plurel"
+    assert config.cache_dir == "~/.cache/plurel/plurel-7"
     assert config.database_params.num_tables_choices == Choices("range", [5, 10])
-    dataset = SyntheticDataset(seed=3, config=config)
-    assert dataset.cache_path == tmp_path / ".cache" / "plurel" / "plurel-3"
+    dataset = SyntheticDataset(seed=7, config=config)
+    # plurel's meaning: cache_dir is the database folder itself.
+    assert dataset.cache_path == tmp_path / ".cache" / "plurel" / "plurel-7"
     # Generate with the snippet's cache_dir (small tables keep it quick).
-    small = SyntheticDataset(seed=3, config=config.replace(database_params=SMALL))
+    small = SyntheticDataset(seed=7, config=config.replace(database_params=SMALL))
     db = small.get_db()
-    assert (tmp_path / ".cache" / "plurel" / "plurel-3" / "manifest.yaml").is_file()
+    assert (tmp_path / ".cache" / "plurel" / "plurel-7" / "manifest.yaml").is_file()
     assert isinstance(db, RelBenchDatabase)
 
 
@@ -129,8 +131,8 @@ def test_snippet_config_generates_into_home_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     scope: dict = {}
     exec(SNIPPET_CONFIG, scope)
-    db = SyntheticDataset(seed=0, config=scope["config"]).get_db()
-    folder = tmp_path / ".cache" / "plurel" / "plurel-0"
+    db = SyntheticDataset(seed=7, config=scope["config"]).get_db()
+    folder = tmp_path / ".cache" / "plurel" / "plurel-7"
     assert 5 <= len(db.table_dict) <= 10
     assert sorted(p.name for p in (folder / "db").iterdir()) == sorted(
         f"{n}.parquet" for n in db.table_dict
@@ -223,15 +225,18 @@ def test_get_db_without_cache_dir(count_generate):
 
 
 def test_get_db_with_cache_dir_writes_once_then_loads(tmp_path, count_generate, monkeypatch):
-    cfg = small_config(tmp_path / "cache")
+    folder = tmp_path / "cache" / "plurel-1"
+    cfg = small_config(folder)
     first = SyntheticDataset(seed=1, config=cfg)
     db1 = first.get_db()
     assert len(count_generate) == 1
-    folder = tmp_path / "cache" / "plurel-1"
     assert first.cache_path == folder
-    assert sorted(p.name for p in folder.iterdir()) == ["db", "manifest.yaml"]
+    assert {"db", "manifest.yaml", "plurel_fast.json", "scores.json"} <= {
+        p.name for p in folder.iterdir()
+    }
     manifest = yaml.safe_load((folder / "manifest.yaml").read_text())
-    stamp = manifest["plurel_fast"]
+    assert manifest["name"] == "plurel-1" and "plurel_fast" not in manifest
+    stamp = json.loads((folder / "plurel_fast.json").read_text())
     assert stamp["seed"] == 1 and stamp["config_hash"] == cfg.config_hash
     assert stamp["config"]["database_params"]["num_tables_choices"] == {"kind": "range", "value": [3, 4]}
     assert "cache_dir" not in stamp["config"]
@@ -254,7 +259,7 @@ def test_cache_dir_tilde_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
-    ds = SyntheticDataset(seed=0, config=small_config("~/plurel-cache"))
+    ds = SyntheticDataset(seed=0, config=small_config("~/plurel-cache/plurel-0"))
     assert ds.cache_path == tmp_path / "plurel-cache" / "plurel-0"
     ds.get_db()
     assert (tmp_path / "plurel-cache" / "plurel-0" / "manifest.yaml").is_file()
@@ -262,12 +267,12 @@ def test_cache_dir_tilde_is_expanded(tmp_path, monkeypatch):
 
 
 def test_stale_cache_from_another_config_is_reported(tmp_path):
-    old = small_config(tmp_path)
-    SyntheticDataset(seed=0, config=old).get_db()
     folder = tmp_path / "plurel-0"
+    old = small_config(folder)
+    SyntheticDataset(seed=0, config=old).get_db()
     before = _file_hashes(folder)
 
-    new = small_config(tmp_path, val_split=0.7)
+    new = small_config(folder, val_split=0.7)
     assert new.config_hash != old.config_hash
     ds = SyntheticDataset(seed=0, config=new)
     with pytest.raises(prb.CacheMismatchError) as err:
@@ -282,46 +287,47 @@ def test_stale_cache_from_another_config_is_reported(tmp_path):
 
 
 def test_foreign_cache_folders_are_reported(tmp_path):
-    cfg = small_config(tmp_path)
+    def cfg(seed):
+        return small_config(tmp_path / f"plurel-{seed}")
+
     # A folder that is not a saved database.
     (tmp_path / "plurel-0").mkdir()
     (tmp_path / "plurel-0" / "notes.txt").write_text("mine")
     with pytest.raises(prb.CacheMismatchError, match="no manifest.yaml"):
-        SyntheticDataset(0, cfg).get_db()
-    # A database saved under another seed's name.
-    SyntheticDataset(1, cfg).get_db()
+        SyntheticDataset(0, cfg(0)).get_db()
+    # A database of another seed in the folder.
+    SyntheticDataset(1, cfg(1)).get_db()
     (tmp_path / "plurel-1").rename(tmp_path / "plurel-2")
     with pytest.raises(prb.CacheMismatchError, match="holds plurel-1 .* seed 2"):
-        SyntheticDataset(2, cfg).get_db()
-    # A plain RelBench folder (no plurel_fast block).
-    manifest = tmp_path / "plurel-2" / "manifest.yaml"
-    raw = yaml.safe_load(manifest.read_text())
-    del raw["plurel_fast"]
-    manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
+        SyntheticDataset(2, cfg(2)).get_db()
+    # A plain RelBench folder (no plurel_fast.json sidecar).
+    (tmp_path / "plurel-2" / "plurel_fast.json").unlink()
     with pytest.raises(prb.CacheMismatchError, match="not made by plurel_fast"):
-        SyntheticDataset(2, cfg).get_db()
+        SyntheticDataset(2, cfg(2)).get_db()
+    # A sidecar that is not JSON.
+    (tmp_path / "plurel-2" / "plurel_fast.json").write_text("{oops")
+    with pytest.raises(prb.CacheMismatchError, match="plurel_fast.json is not valid JSON"):
+        SyntheticDataset(2, cfg(2)).get_db()
 
 
 def test_cache_from_another_version_warns(tmp_path):
-    cfg = small_config(tmp_path)
+    cfg = small_config(tmp_path / "plurel-0")
     SyntheticDataset(0, cfg).get_db()
-    manifest = tmp_path / "plurel-0" / "manifest.yaml"
-    raw = yaml.safe_load(manifest.read_text())
-    raw["plurel_fast"]["plurel_fast_version"] = "0.0.1"
-    manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
+    sidecar = tmp_path / "plurel-0" / "plurel_fast.json"
+    raw = json.loads(sidecar.read_text())
+    raw["plurel_fast_version"] = "0.0.1"
+    sidecar.write_text(json.dumps(raw))
     with pytest.warns(UserWarning, match="0.0.1"):
         SyntheticDataset(0, cfg).get_db()
 
 
 def test_concurrent_writer_wins_the_race(tmp_path, monkeypatch):
-    cfg = small_config(tmp_path)
+    cfg = small_config(tmp_path / "plurel-0")
     real = plurel_fast.generate
 
     def other_process_saves_first(seed, config, **kwargs):
         db = real(seed, config, **kwargs)
-        twin = real(seed, config, **kwargs)
-        twin.metadata = {**twin.metadata, "config": prb._config_record(config)}
-        twin.save(tmp_path / f"plurel-{seed}")
+        real(seed, config, **kwargs).save(tmp_path / f"plurel-{seed}")
         return db
 
     monkeypatch.setattr(prb, "generate", other_process_saves_first)
@@ -331,9 +337,8 @@ def test_concurrent_writer_wins_the_race(tmp_path, monkeypatch):
 
 
 def test_load_dataset_reads_our_cache_folder(tmp_path):
-    cfg = small_config(tmp_path)
     for seed in (0, 3):
-        ours = SyntheticDataset(seed, cfg)
+        ours = SyntheticDataset(seed, small_config(tmp_path / f"plurel-{seed}"))
         made = ours.make_db()
         theirs = relbench.load_dataset(str(ours.cache_path))
         assert theirs.val_timestamp == ours.val_timestamp
@@ -499,7 +504,7 @@ def test_round_trip_of_a_generated_database():
 
 
 def test_from_relbench_dataset_then_save_in_our_layout(tmp_path):
-    ds = SyntheticDataset(4, small_config(tmp_path / "cache"))
+    ds = SyntheticDataset(4, small_config(tmp_path / "cache" / "plurel-4"))
     ds.get_database()  # generates and saves the folder
     loaded = relbench.load_dataset(str(ds.cache_path))
     ours = Database.from_relbench(loaded)  # timestamps and name from the dataset

@@ -2,8 +2,21 @@
 
 Layout of a saved database::
 
-    <dir>/manifest.yaml           RelBench 3.x DatasetManifest (+ our `plurel_fast` key)
-    <dir>/db/<table>.parquet      one file per table, in table order
+    <dir>/manifest.yaml                 RelBench 3.x DatasetManifest, nothing else
+    <dir>/db/<table>.parquet            one file per table, in table order
+    <dir>/tasks/<table>-<col>/manifest.yaml
+                                        one RelBench autocomplete task per pretraining
+                                        target (`plurel_fast.pretraining`)
+    <dir>/scores.json                   per feature column: is_source_node, n_unique,
+                                        n_classes, majority_frac, std
+    <dir>/plurel_fast.json              our provenance sidecar: seed, config_hash, config,
+                                        generator version, source columns, timings
+
+The manifest holds exactly the keys of RelBench's ``DatasetManifest`` because
+relational-transformer's preprocessor refuses unknown keys, and its timestamps are
+``'YYYY-MM-DD'`` (what that preprocessor parses) whenever they fall on midnight, as
+generated ones do. Its ``name`` is the folder's name: the preprocessor writes its output
+under that name, and RT's PluRel task lister finds the raw folder by it.
 
 RelBench 3.x reads keys and time columns from the manifest only. RelBench 1.x/2.x
 (`Table.load`) reads them from each file's Arrow schema metadata instead: keys
@@ -13,7 +26,8 @@ as its `Table.save` wrote them. We write both, so `<dir>/db` also loads with the
 
 Files are byte-for-byte reproducible: same frame (whatever its chunking) → same bytes
 with the same pyarrow version. Parquet carries no write time; pyarrow only records its
-own version in ``created_by``.
+own version in ``created_by``. The sidecar's timings are the only bytes that differ
+between two runs.
 """
 
 from __future__ import annotations
@@ -34,12 +48,25 @@ import yaml
 
 from plurel_fast.database import Database, Table
 
-__all__ = ["read_database", "write_database", "table_to_arrow", "MANIFEST_FILE", "DB_DIR"]
+__all__ = [
+    "DB_DIR",
+    "MANIFEST_FILE",
+    "SCORES_FILE",
+    "SIDECAR_FILE",
+    "TASKS_DIR",
+    "read_database",
+    "read_provenance",
+    "table_to_arrow",
+    "write_database",
+]
 
 MANIFEST_FILE = "manifest.yaml"
 DB_DIR = "db"
+TASKS_DIR = "tasks"
+SCORES_FILE = "scores.json"
+SIDECAR_FILE = "plurel_fast.json"
 MANIFEST_VERSION = 1  # relbench.manifest.MANIFEST_VERSION
-METADATA_KEY = "plurel_fast"
+METADATA_KEY = "plurel_fast"  # where folders saved before the sidecar kept the metadata
 
 # Fixed so that output bytes do not drift with pyarrow's defaults.
 PARQUET_OPTIONS = dict(
@@ -82,27 +109,49 @@ def table_to_arrow(table: Table) -> pa.Table:
     return at.replace_schema_metadata({**(at.schema.metadata or {}), **meta})
 
 
-def manifest_dict(db: Database) -> dict:
-    """relbench.manifest.DatasetManifest.to_dict() of `db`, plus our metadata key."""
+def manifest_dict(db: Database, name: str | None = None) -> dict:
+    """relbench.manifest.DatasetManifest.to_dict() of `db`, named ``name`` (default
+    ``db.name``), and nothing else."""
     return {
-        "name": db.name,
+        "name": db.name if name is None else name,
         "manifest_version": MANIFEST_VERSION,
-        "val_timestamp": db.val_timestamp.isoformat(),
-        "test_timestamp": db.test_timestamp.isoformat(),
+        "val_timestamp": manifest_time(db.val_timestamp),
+        "test_timestamp": manifest_time(db.test_timestamp),
         "tables": {
-            name: {
+            tname: {
                 "pkey": t.pkey_col,
                 "time_col": t.time_col,
                 "fkeys": dict(t.fkey_col_to_pkey_table),
             }
-            for name, t in db.table_dict.items()
+            for tname, t in db.table_dict.items()
         },
-        METADATA_KEY: db.metadata,
     }
 
 
-def write_database(db: Database, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def manifest_time(t: _dt.datetime) -> str:
+    """``'YYYY-MM-DD'`` for a midnight (relational-transformer parses only that form),
+    else the full ISO datetime, which RelBench reads and no split time loses."""
+    if t == _dt.datetime(t.year, t.month, t.day):
+        return t.date().isoformat()
+    return t.isoformat()
+
+
+def sidecar_dict(db: Database) -> dict:
+    """Our provenance file: the metadata, plus the timings when there are any."""
+    out = dict(db.metadata)
+    if getattr(db, "timings", None):
+        out["timings"] = db.timings
+    return out
+
+
+def write_database(
+    db: Database, path: str | os.PathLike, *, overwrite: bool = False, pretraining: bool = True
+) -> Path:
     """Save `db` to the folder `path`, all or nothing.
+
+    The manifest is named after the folder (``path``'s last component). With
+    ``pretraining`` (the default) the folder also gets one RelBench autocomplete task per
+    pretraining target under ``tasks/`` and ``scores.json`` (`plurel_fast.pretraining`).
 
     Everything is written to a hidden sibling ``.<name>.tmp-<random>``, fsynced, and
     renamed into place, so a folder at `path` is always complete. An existing `path`
@@ -128,7 +177,7 @@ def write_database(db: Database, path: str | os.PathLike, *, overwrite: bool = F
     tmp = parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
     os.mkdir(tmp)
     try:
-        _write_contents(db, tmp)
+        _write_contents(db, tmp, target.absolute().name, pretraining)
         _move_into_place(tmp, target.absolute(), parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -140,7 +189,8 @@ def read_database(path: str | os.PathLike) -> Database:
     """Load a folder written by `write_database` (or any RelBench 3.x dataset folder).
 
     Tables come back as Polars frames in manifest order, with the dtypes they were
-    saved with; metadata is the manifest's ``plurel_fast`` mapping ({} if absent).
+    saved with; metadata and timings come from the ``plurel_fast.json`` sidecar
+    (`read_provenance`; {} for a folder we did not write).
     """
     root = Path(path)
     manifest_path = root / MANIFEST_FILE
@@ -185,16 +235,47 @@ def read_database(path: str | os.PathLike) -> Database:
             )
         except (TypeError, ValueError) as e:
             raise ValueError(f"table {name!r} ({file}) does not match {manifest_path}: {e}") from e
+    provenance = read_provenance(root, manifest)
+    timings = provenance.pop("timings", None)
     try:
-        return Database(
+        db = Database(
             table_dict,
             val_timestamp=_yaml_time(manifest["val_timestamp"]),
             test_timestamp=_yaml_time(manifest["test_timestamp"]),
             name=str(manifest["name"]),
-            metadata=manifest.get(METADATA_KEY) or {},
+            metadata=provenance,
         )
     except (TypeError, ValueError) as e:
         raise ValueError(f"{manifest_path}: {e}") from e
+    db.timings = timings if isinstance(timings, dict) else {}
+    return db
+
+
+def read_provenance(path: str | os.PathLike, manifest: dict | None = None) -> dict:
+    """The provenance record of a saved database folder: its ``plurel_fast.json``
+    (timings included), or for a folder saved before the sidecar existed the
+    manifest's ``plurel_fast`` block; {} when there is neither.
+
+    A sidecar that is not a JSON object raises ``ValueError`` naming the file.
+    """
+    root = Path(path)
+    sidecar = root / SIDECAR_FILE
+    if sidecar.is_file():
+        try:
+            record = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{sidecar} is not valid JSON: {e}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{sidecar}: expected a JSON object, got {type(record).__name__}")
+        return record
+    if manifest is None:
+        manifest_path = root / MANIFEST_FILE
+        if not manifest_path.is_file():
+            return {}
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = yaml.safe_load(f)
+    legacy = manifest.get(METADATA_KEY) if isinstance(manifest, dict) else None
+    return dict(legacy) if isinstance(legacy, dict) else {}
 
 
 def _yaml_time(value):
@@ -217,28 +298,62 @@ def _check_replaceable(target: Path) -> None:
     )
 
 
-def _write_contents(db: Database, root: Path) -> None:
+def _write_contents(db: Database, root: Path, name: str, pretraining: bool) -> None:
     db_dir = root / DB_DIR
     os.mkdir(db_dir)
-    for name, table in db.table_dict.items():
-        file = db_dir / f"{name}.parquet"
+    for tname, table in db.table_dict.items():
+        file = db_dir / f"{tname}.parquet"
         pq.write_table(table_to_arrow(table), file, **PARQUET_OPTIONS)
         _fsync_file(file)
     _fsync_dir(db_dir)
+    if pretraining:
+        _write_pretraining(db, root)
+    _write_text(root / SIDECAR_FILE, json.dumps(sidecar_dict(db), indent=1, allow_nan=False) + "\n")
     # The manifest goes last: a folder with a manifest has all its tables.
-    text = yaml.safe_dump(
-        manifest_dict(db),
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=4096,
+    _write_text(root / MANIFEST_FILE, _yaml_text(manifest_dict(db, name)))
+    _fsync_dir(root)
+
+
+def _write_pretraining(db: Database, root: Path) -> None:
+    from plurel_fast.pretraining import database_scores, pretraining_targets, task_manifest
+
+    targets = [t for t in pretraining_targets(db) if _is_plain_name(t.name)]
+    skipped = len(pretraining_targets(db)) - len(targets)
+    if skipped:
+        warnings.warn(
+            f"{skipped} pretraining target(s) not written as tasks: their column names "
+            "are not usable as folder names (a '/', '\\', NUL or a leading '.')",
+            stacklevel=4,
+        )
+    if targets:
+        tasks_dir = root / TASKS_DIR
+        os.mkdir(tasks_dir)
+        for target in targets:
+            task_dir = tasks_dir / target.name
+            os.mkdir(task_dir)
+            time_col = db.table_dict[target.table].time_col
+            _write_text(task_dir / MANIFEST_FILE, _yaml_text(task_manifest(target, time_col)))
+            _fsync_dir(task_dir)
+        _fsync_dir(tasks_dir)
+    scores = database_scores(db)
+    _write_text(root / SCORES_FILE, json.dumps(scores, indent=1, allow_nan=False) + "\n")
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
+
+
+def _yaml_text(data: dict) -> str:
+    return yaml.safe_dump(
+        data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
     )
-    manifest_path = root / MANIFEST_FILE
-    with open(manifest_path, "w", encoding="utf-8") as f:
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(root)
 
 
 def _move_into_place(tmp: Path, target: Path, parent: Path) -> None:
