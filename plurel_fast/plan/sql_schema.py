@@ -96,7 +96,7 @@ class SqlSchema(msgspec.Struct, frozen=True):
 
 _DIALECT_HINTS = {
     "mysql": (r"\bAUTO_INCREMENT\b", r"\bENGINE\s*=", r"`", r"\bUNSIGNED\b",
-              r"\bDEFAULT\s+CHARSET\b", r"\bTINYTEXT|MEDIUMTEXT|LONGTEXT\b"),
+              r"\bDEFAULT\s+CHARSET\b", r"\b(?:TINYTEXT|MEDIUMTEXT|LONGTEXT)\b"),
     "sqlite": (r"\bAUTOINCREMENT\b", r"\bWITHOUT\s+ROWID\b", r"\)\s*STRICT\b",
                r"\bATTACH\s+DATABASE\b", r"\bPRAGMA\b"),
     "duckdb": (r"\b(?:U?HUGEINT|UBIGINT|UINTEGER|USMALLINT|UTINYINT)\b",
