@@ -354,7 +354,9 @@ def post_process_table(plan, float_columns, categorical_columns, order=None) -> 
     ``floor(plan.nan_perc · n)`` nulls at ``nan_rows(n, nan_perc,
     subkey(plan.nan_key, i))`` (the same count, different rows per column);
     then categorical columns with integer labels become booleans (dropped when
-    single-valued) and columns with string categories become strings.
+    single-valued) and columns with string categories become strings. Columns in
+    ``plan.no_nulls`` get no nulls, and booleans in ``plan.keep_constant`` are kept
+    when single-valued (SQL schemas).
 
     Parameters
     ----------
@@ -402,12 +404,18 @@ def post_process_table(plan, float_columns, categorical_columns, order=None) -> 
         raise ValueError(f"all columns of a table must have the same length, got {lengths}")
     n = lengths.pop() if lengths else 0
 
+    # Plans made before these fields existed (and duck-typed test plans) lack them.
+    no_nulls = set(getattr(plan, "no_nulls", ()))
+    keep_constant = set(getattr(plan, "keep_constant", ()))
     out = {}
     for i, (col, name) in enumerate(zip(float_names, plan.transforms)):
         try:
             x = apply_transform(name, float_columns[col])
         except ValueError as e:
             raise ValueError(f"column {col!r}: {e}") from None
+        if col in no_nulls:
+            out[col] = (x, None)
+            continue
         rows = nan_rows(n, plan.nan_perc, subkey(np.uint64(plan.nan_key), np.uint64(i)))
         valid = implant_nulls(x, rows)
         x[rows] = np.nan
@@ -434,7 +442,7 @@ def post_process_table(plan, float_columns, categorical_columns, order=None) -> 
             out[col] = (labels_to_strings(labels, categories), None)
         else:
             values, keep = categorical_to_bool(labels)
-            if keep:
+            if keep or col in keep_constant:
                 out[col] = (values, None)
 
     return {col: out[col] for col in order if col in out}

@@ -8,6 +8,7 @@ jobs, the RelBench adapter) calls it. ``SyntheticDataset`` is the drop-in for
 from plurel_fast.config import Choices, Config, DAGParams, DatabaseParams, SCMParams
 from plurel_fast.database import Database, Table
 from plurel_fast.generate import generate
+from plurel_fast.plan.sql_schema import SchemaError, SchemaWarning
 
 # Importing RelBench takes about a second (it pulls in scikit-learn), so the names that
 # need it are imported on first use, keeping `import plurel_fast` (CLI, workers) quick.
@@ -24,6 +25,8 @@ __all__ = [
     "Database",
     "DatabaseParams",
     "SCMParams",
+    "SchemaError",
+    "SchemaWarning",
     "SyntheticDataset",
     "Table",
     "generate",

@@ -1,4 +1,4 @@
-"""Command line: ``plurel-fast generate --seed S --out DIR [--config FILE]``."""
+"""Command line: ``plurel-fast generate --seed S --out DIR [--config FILE] [--schema SQL]``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,18 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--preset", default=None, help="a named config preset instead of --config (default, v1.0.0)"
     )
+    gen.add_argument(
+        "--schema",
+        type=Path,
+        default=None,
+        help="a SQL file of CREATE TABLE statements to generate from (parsed, never executed)",
+    )
+    gen.add_argument(
+        "--schema-dialect",
+        default=None,
+        choices=("sqlite", "postgres", "mysql", "duckdb"),
+        help="the SQL dialect of --schema (default: detect, else postgres)",
+    )
     gen.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     gen.add_argument("--quiet", action="store_true", help="no per-table progress on stderr")
     gen.add_argument(
@@ -53,6 +65,29 @@ def _load_config(args):
     return Config.load(args.config)
 
 
+def _with_schema(config, args):
+    """``config`` with ``--schema``: the SQL is parsed now, so errors come before any work."""
+    from plurel_fast.plan.sql_schema import parse_cached
+
+    if args.schema is None:
+        if args.schema_dialect is not None:
+            raise ValueError("--schema-dialect needs --schema")
+        return config
+    path = args.schema.expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"schema file {path} does not exist")
+    config = config.replace(
+        schema_file=str(path.resolve()),
+        schema_sql=None,
+        schema_dialect=args.schema_dialect or config.schema_dialect,
+    )
+    try:
+        parse_cached(config.schema_text(), config.schema_dialect)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return config
+
+
 def _generate(args) -> int:
     from plurel_fast.generate import DEFAULT_CHUNK_ROWS, generate
 
@@ -61,7 +96,7 @@ def _generate(args) -> int:
     out = args.out.expanduser()
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    config = _load_config(args)
+    config = _with_schema(_load_config(args), args)
     t0 = time.perf_counter()
 
     def progress(table, done, total):
@@ -77,8 +112,9 @@ def _generate(args) -> int:
     db.save(out, overwrite=args.overwrite)
     t2 = time.perf_counter()
     print(f"{db.name}: {len(db.table_dict)} tables, {db.num_rows} rows, {db.num_tokens} tokens")
+    referenced = {p for t in db.table_dict.values() for p in t.fkey_col_to_pkey_table.values()}
     for name, table in db.table_dict.items():
-        kind = "activity" if table.time_col else "entity"
+        kind = "entity" if name in referenced else "activity"  # SPEC §1 roles
         fkeys = ", ".join(f"{c}->{p}" for c, p in table.fkey_col_to_pkey_table.items())
         print(f"  {name:<10} {kind:<8} {len(table):>8} rows  {fkeys}")
     print(f"generated in {t1 - t0:.2f} s, written to {out} in {t2 - t1:.2f} s")

@@ -37,6 +37,7 @@ __all__ = [
     "PRESETS",
     "PROPAGATION_MODES",
     "SOURCE_TYPES",
+    "SQL_DIALECTS",
     "STYPES",
     "Choices",
     "Config",
@@ -102,6 +103,7 @@ SOURCE_TYPES = ("ts", "uniform", "gaussian", "beta", "mixed")
 PROPAGATION_MODES = ("type_eager", "type_lazy")
 COL_TRANSFORMS = ("identity", "rank_uniform", "log", "sqrt", "standardize")
 EDGE_WEIGHT_DISTS = ("gaussian", "lognormal", "cauchy", "uniform")
+SQL_DIALECTS = ("sqlite", "postgres", "mysql", "duckdb")
 
 
 class ConfigError(ValueError):
@@ -675,8 +677,12 @@ class Config(_Struct, frozen=True):
         timestamps sit at these fractions of each database's daily time window.
     cache_dir : where generated databases are cached, or None. Not part of
         :attr:`config_hash`: the place of a cache does not change its content.
-    schema_file : a SQL schema to generate from instead of a random one, or None.
-        The hash covers the path, not the file's contents.
+    schema_file : a SQL file whose CREATE TABLE statements give the schema instead of
+        a random one (parsed, never executed; SPEC §7), or None.
+    schema_sql : the same SQL as a string, or None; at most one of the two.
+    schema_dialect : the SQL's dialect, one of ``SQL_DIALECTS``, or None to detect it
+        (PostgreSQL when nothing tells).
+        :attr:`config_hash` covers the schema's text and dialect, not the file's path.
 
     Examples
     --------
@@ -695,6 +701,8 @@ class Config(_Struct, frozen=True):
     test_split: float = 0.9
     cache_dir: str | None = None
     schema_file: str | None = None
+    schema_sql: str | None = None
+    schema_dialect: str | None = None
 
     def __post_init__(self):
         _check_instance(self, "database_params", DatabaseParams)
@@ -709,6 +717,31 @@ class Config(_Struct, frozen=True):
             )
         _check_path(self, "cache_dir")
         _check_path(self, "schema_file")
+        if self.schema_sql is not None and not isinstance(self.schema_sql, str):
+            raise ConfigError(
+                f"Config.schema_sql must be SQL text or None, got {type(self.schema_sql).__name__}"
+            )
+        if self.schema_file is not None and self.schema_sql is not None:
+            raise ConfigError(
+                "Config.schema_file and Config.schema_sql are both set; give the schema once"
+            )
+        if self.schema_dialect is not None and self.schema_dialect not in SQL_DIALECTS:
+            raise ConfigError(
+                f"Config.schema_dialect must be one of {', '.join(SQL_DIALECTS)} or None "
+                f"(detect), got {self.schema_dialect!r}"
+            )
+
+    def schema_text(self) -> str | None:
+        """The SQL schema's text (``schema_sql``, or ``schema_file`` read), or None."""
+        if self.schema_sql is not None:
+            return self.schema_sql
+        if self.schema_file is None:
+            return None
+        path = Path(self.schema_file).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"Config.schema_file {str(path)!r} cannot be read: {err}") from None
 
     # ----------------------------------------------------------------- presets
 
@@ -767,11 +800,20 @@ class Config(_Struct, frozen=True):
         """16 hex digits of the SHA-256 of the config's canonical JSON.
 
         Equal configs give equal hashes in any process. ``cache_dir`` is left out:
-        where a database is cached does not change its content. Adding a field to
-        these structs in a later version changes every hash.
+        where a database is cached does not change its content. A SQL schema counts
+        by its text and dialect, not by its file's path (so the file is read here).
+        Adding a field to these structs in a later version changes every hash; the
+        SQL fields are left out when unset, so configs without a schema keep theirs.
         """
         data = msgspec.to_builtins(self)
         data.pop("cache_dir", None)
+        text = self.schema_text()
+        for name in ("schema_file", "schema_sql", "schema_dialect"):
+            data.pop(name, None)
+        data["schema_file"] = None  # where the hash of a schema-less config had it
+        if text is not None:
+            data["schema_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            data["schema_dialect"] = self.schema_dialect
         canonical = msgspec.json.encode(data, order="sorted")
         return hashlib.sha256(canonical).hexdigest()[:16]
 

@@ -19,6 +19,7 @@ from plurel_fast.kernels.scm import collation_partials, noise_tables_of, propaga
 from plurel_fast.kernels.sources import source_values
 from plurel_fast.plan.database import DatabasePlan, plan_database
 from plurel_fast.plan.schema import TablePlan
+from plurel_fast.sql_columns import finish_sql_table
 
 DEFAULT_CHUNK_ROWS = 65_536
 
@@ -274,7 +275,10 @@ def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
     if table.time_col is not None:
         dates = activity_dates(plan.schema.db_min, plan.schema.db_max, n)
         series.append(pl.Series(table.time_col, dates))
-    return pl.DataFrame(series)
+    frame = pl.DataFrame(series)
+    if table.column_order is not None:  # a SQL table: its column types and order
+        frame = finish_sql_table(table, frame, plan.schema)
+    return frame
 
 
 def activity_dates(

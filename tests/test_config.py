@@ -147,7 +147,10 @@ def test_config_defaults():
         "test_split",
         "cache_dir",
         "schema_file",
+        "schema_sql",
+        "schema_dialect",
     ]
+    assert (c.schema_sql, c.schema_dialect) == (None, None)
 
 
 def test_name_constants():
@@ -440,7 +443,8 @@ def _custom_config():
         val_split=0.5,
         test_split=1.0,
         cache_dir="~/.cache/plurel",
-        schema_file="schema.sql",
+        schema_sql="CREATE TABLE t (id INT PRIMARY KEY, x REAL);",
+        schema_dialect="sqlite",
     )
 
 
@@ -448,7 +452,9 @@ CONFIGS = {
     "default": Config,
     "v1.0.0": lambda: Config.preset("v1.0.0"),
     "custom": _custom_config,
-    "custom_no_paths": lambda: _custom_config().replace(cache_dir=None, schema_file=None),
+    "custom_no_paths": lambda: _custom_config().replace(
+        cache_dir=None, schema_sql=None, schema_dialect=None
+    ),
 }
 
 
@@ -534,7 +540,7 @@ def test_hash_format_and_equality():
 def test_hash_ignores_cache_dir_only():
     base = Config()
     assert base.replace(cache_dir="/somewhere/else").config_hash == base.config_hash
-    assert base.replace(schema_file="s.sql").config_hash != base.config_hash
+    assert base.replace(schema_sql="CREATE TABLE t (x INT);").config_hash != base.config_hash
     assert base.replace(val_split=0.7).config_hash != base.config_hash
     changed = base.replace(dag_params=DAGParams(ba_m=3))
     assert changed.config_hash != base.config_hash
@@ -683,3 +689,28 @@ def test_sample_pl_needs_int_range_from_one():
 def test_low_high():
     assert (R(2, 9).low, R(2, 9).high) == (2, 9)
     assert (S(5, 1, 3).low, S(5, 1, 3).high) == (1, 5)
+
+
+def test_hash_covers_schema_text_not_path(tmp_path):
+    sql = "CREATE TABLE t (id INT PRIMARY KEY, x REAL);"
+    a, b = tmp_path / "a.sql", tmp_path / "b.sql"
+    a.write_text(sql)
+    b.write_text(sql)
+    base = Config()
+    by_a = base.replace(schema_file=str(a)).config_hash
+    assert by_a == base.replace(schema_file=str(b)).config_hash
+    assert by_a == base.replace(schema_sql=sql).config_hash
+    assert by_a != base.replace(schema_sql=sql, schema_dialect="sqlite").config_hash
+    b.write_text(sql + "\nCREATE TABLE u (id INT);")
+    assert base.replace(schema_file=str(b)).config_hash != by_a
+    with pytest.raises(ConfigError, match="Config.schema_file .*missing.sql.* cannot be read"):
+        _ = base.replace(schema_file=str(tmp_path / "missing.sql")).config_hash
+
+
+def test_schema_fields_are_checked():
+    with pytest.raises(ConfigError, match="schema_file and Config.schema_sql are both set"):
+        Config(schema_file="a.sql", schema_sql="CREATE TABLE t (x INT);")
+    with pytest.raises(ConfigError, match="Config.schema_dialect must be one of .* got 'oracle'"):
+        Config(schema_dialect="oracle")
+    with pytest.raises(ConfigError, match="Config.schema_sql must be SQL text"):
+        Config(schema_sql=b"CREATE TABLE t (x INT);")

@@ -58,9 +58,11 @@ def plan_database(seed: int, config: Config, *, scms: bool = True) -> DatabasePl
     schema = plan_schema(seed, config)
     foreign_keys = []
     for table in schema.tables:
-        for fkey_col, parent_name in zip(table.fkey_cols, table.parents):
+        for k, (fkey_col, parent_name) in enumerate(zip(table.fkey_cols, table.parents)):
             parent = schema.table(parent_name)
             path = ("hsbm", table.id, parent.id)
+            if parent_name in table.parents[:k]:  # a SQL table's second key to one parent
+                path += (k,)
             hsbm = plan_hsbm(
                 parent.num_rows,
                 table.num_rows,
@@ -76,6 +78,8 @@ def plan_database(seed: int, config: Config, *, scms: bool = True) -> DatabasePl
             config.database_params,
             [c.name for c in table.features if c.stype == "numerical"],
             stream_key(seed, "table", table.id, "nulls"),
+            no_nulls=[c.name for c in table.features if not c.nullable],
+            keep_constant=[c.name for c in table.features if c.dtype == "bool"],
         )
         for table in schema.tables
     )

@@ -160,12 +160,18 @@ class TablePostPlan(msgspec.Struct, frozen=True):
     nan_key : np.uint64
         Counter-RNG key of the null rows; column ``i`` of ``float_cols`` draws
         from ``subkey(nan_key, i)``.
+    no_nulls : list of str
+        Columns that get no nulls (SQL ``NOT NULL``); the others keep their rows.
+    keep_constant : list of str
+        Boolean columns kept even when single-valued (SQL ``BOOLEAN`` columns).
     """
 
     float_cols: list[str]
     transforms: list[str]
     nan_perc: float
     nan_key: np.uint64
+    no_nulls: list[str] = []
+    keep_constant: list[str] = []
 
     def __post_init__(self):
         if len(self.float_cols) != len(self.transforms):
@@ -186,7 +192,9 @@ class TablePostPlan(msgspec.Struct, frozen=True):
         _check_key("TablePostPlan.nan_key", self.nan_key)
 
 
-def plan_table_post(rng: np.random.Generator, db_params, float_cols, key) -> TablePostPlan:
+def plan_table_post(
+    rng: np.random.Generator, db_params, float_cols, key, *, no_nulls=(), keep_constant=()
+) -> TablePostPlan:
     """Draw the column transforms and the null share of one table (SPEC §5).
 
     Parameters
@@ -199,6 +207,8 @@ def plan_table_post(rng: np.random.Generator, db_params, float_cols, key) -> Tab
         The table's float feature columns in column order.
     key : int or np.uint64
         Counter-RNG key of the null rows.
+    no_nulls, keep_constant : sequences of str
+        See :class:`TablePostPlan`; empty for random schemas.
 
     Notes
     -----
@@ -213,4 +223,6 @@ def plan_table_post(rng: np.random.Generator, db_params, float_cols, key) -> Tab
         transforms=transforms,
         nan_perc=nan_perc,
         nan_key=_check_key("key", key),
+        no_nulls=[str(c) for c in no_nulls],
+        keep_constant=[str(c) for c in keep_constant],
     )

@@ -2,7 +2,9 @@
 
 Everything here is decided once per database from planning generators keyed by
 (seed, purpose) (``plan.rng``), so the plan is a pure function of the seed and
-the config. A plan built from a SQL schema (later) fills the same structures.
+the config. A plan built from a SQL schema (``Config.schema_file`` /
+``schema_sql``, SPEC §7) fills the same structures: the tables, keys and column
+meanings come from the SQL, row and label counts from the seed.
 """
 
 from __future__ import annotations
@@ -28,12 +30,21 @@ class ColumnPlan(msgspec.Struct, frozen=True):
     ``num_categories`` is 0 for numerical columns. ``categories`` holds string
     labels when the schema names them (SQL enums); otherwise labels are the
     integers 0..num_categories-1.
+
+    Columns of a SQL schema also say how they come out (random schemas keep the
+    defaults): ``nullable=False`` (NOT NULL) columns get no implanted nulls, and
+    ``dtype`` is ``"bool"`` (a boolean kept even when single-valued), ``"int64"``
+    (numbers rounded, or numeric labels, as nullable Int64), ``"float64"`` (numeric
+    labels as Float64) or ``"datetime"`` (a non-negative offset from the table's
+    time column); None is the random pipeline's output.
     """
 
     name: str
     stype: str
     num_categories: int = 0
     categories: tuple[str, ...] | None = None
+    nullable: bool = True
+    dtype: str | None = None
 
 
 class TablePlan(msgspec.Struct, frozen=True):
@@ -49,6 +60,7 @@ class TablePlan(msgspec.Struct, frozen=True):
     features: tuple[ColumnPlan, ...]
     pkey_col: str | None = PKEY_COL
     time_col: str | None = None
+    column_order: tuple[str, ...] | None = None  # a SQL table's columns as written
 
     @property
     def fkey_col_to_pkey_table(self) -> dict[str, str]:
@@ -106,7 +118,13 @@ def _midnight(t) -> dt.datetime:
 
 
 def plan_schema(seed: int, config: Config) -> SchemaPlan:
-    """Random schema (SPEC §1): table DAG, entity/activity kinds, rows and columns."""
+    """Random schema (SPEC §1): table DAG, entity/activity kinds, rows and columns.
+
+    With ``config.schema_file`` or ``config.schema_sql`` the schema is the SQL one
+    (:func:`plan_sql_schema`).
+    """
+    if config.schema_text() is not None:
+        return plan_sql_schema(seed, config)
     db_params = config.database_params
     scm_params = config.scm_params
 
@@ -159,3 +177,89 @@ def plan_schema(seed: int, config: Config) -> SchemaPlan:
         order=tuple(names[int(v)] for v in dag.topological_order()),
     )
 
+
+
+def plan_sql_schema(seed: int, config: Config) -> SchemaPlan:
+    """The schema of ``config``'s SQL (SPEC §7), with row and label counts for ``seed``.
+
+    Tables keep their names, key and column names and statement order (ids). Roles
+    follow the foreign-key graph as in SPEC §1: a table no other table references is
+    an activity table, the others are entity tables. Row counts and the number of
+    synthetic labels of TEXT columns are drawn from the config's choices.
+    """
+    from plurel_fast.plan.sql_schema import (
+        BOOLEAN, INTEGER, LABELS, NUMERICAL, TEXT, TIME, parse_cached,
+    )
+
+    sql = parse_cached(config.schema_text(), config.schema_dialect)
+    db_params = config.database_params
+    scm_params = config.scm_params
+    children = {t.name: [] for t in sql.tables}
+    for t in sql.tables:  # one entry per foreign key, in id order
+        for fk in t.foreign_keys:
+            children[fk.parent].append(t.name)
+
+    tables = []
+    for i, t in enumerate(sql.tables):
+        kind = ACTIVITY if not children[t.name] else ENTITY
+        trng = plan_rng(seed, "table", i, "columns")
+        rows_choices = (
+            db_params.num_rows_activity_table_choices
+            if kind == ACTIVITY
+            else db_params.num_rows_entity_table_choices
+        )
+        num_rows = int(rows_choices.sample(trng))
+        times = [c.name for c in t.columns if c.kind == TIME]
+        features = []
+        for c in t.columns:
+            if c.name == (times[0] if times else None):
+                continue
+            nullable = not c.not_null
+            if c.kind == LABELS:
+                dtype = {"str": None, "int": "int64", "float": "float64"}[c.label_type]
+                features.append(ColumnPlan(c.name, "categorical", len(c.labels), c.labels,
+                                           nullable, dtype))
+            elif c.kind == BOOLEAN:
+                features.append(ColumnPlan(c.name, "categorical", 2, None, nullable, "bool"))
+            elif c.kind == TEXT:
+                k = int(scm_params.num_categories_choices.sample(trng))
+                labels = tuple(f"{c.name}_{j}" for j in range(k))
+                features.append(ColumnPlan(c.name, "categorical", k, labels, nullable))
+            elif c.kind in (NUMERICAL, INTEGER, TIME):
+                dtype = {NUMERICAL: None, INTEGER: "int64", TIME: "datetime"}[c.kind]
+                features.append(ColumnPlan(c.name, "numerical", 0, None, nullable, dtype))
+            else:  # pragma: no cover - sql_schema produces only the kinds above
+                raise AssertionError(c.kind)
+        tables.append(
+            TablePlan(
+                id=i,
+                name=t.name,
+                kind=kind,
+                num_rows=num_rows,
+                parents=tuple(fk.parent for fk in t.foreign_keys),
+                fkey_cols=tuple(fk.column for fk in t.foreign_keys),
+                children=tuple(children[t.name]),
+                features=tuple(features),
+                pkey_col=t.pkey,
+                time_col=times[0] if times else None,
+                column_order=t.column_order,
+            )
+        )
+
+    order, placed = [], set()
+    while len(order) < len(tables):  # parents first; ties in statement order
+        for t in sql.tables:
+            if t.name not in placed and all(fk.parent in placed for fk in t.foreign_keys):
+                order.append(t.name)
+                placed.add(t.name)
+                break
+    db_min, db_max, val_ts, test_ts = plan_time_window(seed, config)
+    return SchemaPlan(
+        db_min=db_min,
+        db_max=db_max,
+        val_timestamp=val_ts,
+        test_timestamp=test_ts,
+        layout="sql",
+        tables=tuple(tables),
+        order=tuple(order),
+    )
