@@ -373,7 +373,10 @@ def test_attach_and_drop_create_no_file_and_change_nothing(tmp_path, monkeypatch
     assert list(db.table_dict) == ["t"]
     assert _tree(tmp_path) == before
     db.save(tmp_path / "out")
-    assert _tree(tmp_path) - before == {"out", "out/db", "out/db/t.parquet", "out/manifest.yaml"}
+    assert _tree(tmp_path) - before == {
+        "out", "out/db", "out/db/t.parquet", "out/manifest.yaml", "out/plurel_fast.json",
+        "out/scores.json",
+    }
 
 
 def test_evil_table_name_writes_nothing_outside(tmp_path, capsys):
