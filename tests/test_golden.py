@@ -20,21 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
 import plurel_fast
-from plurel_fast import Choices, Config, DatabaseParams
+from plurel_fast import Config
 
-SMALL = Config(
-    database_params=DatabaseParams(
-        num_tables_choices=Choices("range", [3, 6]),
-        num_rows_entity_table_choices=Choices("range", [40, 200]),
-        num_rows_activity_table_choices=Choices("range", [100, 400]),
-    )
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run as a script
+from conftest import SMALL  # noqa: E402
 
 CASES = {
     "default": (Config, tuple(range(8))),

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import pickle
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import msgspec
-import numba
 import numpy as np
 import pytest
 from scipy import stats
@@ -35,6 +32,7 @@ from plurel_fast.plan.hsbm import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import naive  # noqa: E402  (tests/naive.py, not part of the package)
+from conftest import digest_in_subprocess, thread_counts  # noqa: E402
 
 P_MIN = 1e-4
 
@@ -342,20 +340,10 @@ print(hashlib.sha256(sample_parents(plan).tobytes()).hexdigest())
 def test_thread_invariance():
     plan = plan_hsbm(777, 30_000, SCM_DEFAULTS, np.random.default_rng(12), key=2**64 - 3)
     here = sample_parents(plan)
-    env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-c", _THREAD_SCRIPT], env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == hashlib.sha256(here.tobytes()).hexdigest()
+    assert digest_in_subprocess(_THREAD_SCRIPT) == hashlib.sha256(here.tobytes()).hexdigest()
     # And within this process, at every thread count numba allows here.
-    before = numba.get_num_threads()
-    try:
-        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
-            numba.set_num_threads(threads)
-            assert np.array_equal(sample_parents(plan), here)
-    finally:
-        numba.set_num_threads(before)
+    for _ in thread_counts():
+        assert np.array_equal(sample_parents(plan), here)
 
 
 # ---------------------------------------------------------------------------

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import pickle
-import subprocess
 import sys
 import types
 from pathlib import Path
 
-import numba
 from numba import njit
 import numpy as np
 import pytest
@@ -42,6 +39,7 @@ from plurel_fast.plan.mlp import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import naive as naive_mlp  # noqa: E402  (tests/naive.py, not part of the package)
+from conftest import digest_in_subprocess, thread_counts  # noqa: E402
 
 SIGMAS = 5.0
 
@@ -529,22 +527,12 @@ def test_tiling_and_thread_invariance(tmp_path):
     # a single-threaded process
     case = tmp_path / "case.pkl"
     case.write_bytes(pickle.dumps((bank, mlp, mlp2, x, x2)))
-    env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-c", _THREAD_SCRIPT, str(case)], env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
     h = hashlib.sha256(here.tobytes())
     h.update(here2.tobytes())
-    assert result.stdout.strip() == h.hexdigest()
+    assert digest_in_subprocess(_THREAD_SCRIPT, case) == h.hexdigest()
     # and in this process at every thread count numba allows
-    before = numba.get_num_threads()
-    try:
-        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
-            numba.set_num_threads(threads)
-            assert np.array_equal(K.mlp_forward(bank, mlp2, x2), here2)
-    finally:
-        numba.set_num_threads(before)
+    for _ in thread_counts():
+        assert np.array_equal(K.mlp_forward(bank, mlp2, x2), here2)
 
 
 # ---------------------------------------------------------------------------

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import subprocess
 import sys
 import types
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 from scipy import stats
@@ -28,6 +25,7 @@ from plurel_fast.plan.rng import plan_rng, stream_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import naive  # noqa: E402  (tests/naive.py, not part of the package)
+from conftest import digest_in_subprocess, thread_counts  # noqa: E402
 
 P_MIN = 1e-4
 
@@ -247,17 +245,9 @@ def test_thread_invariance():
     n = 2 * BLOCK_ROWS + 99
     here = source_values(mixed_bank(n), n)
     script = _THREAD_SCRIPT.format(tests=str(Path(__file__).resolve().parent), n=n)
-    env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == hashlib.sha256(here.tobytes()).hexdigest()
-    before = numba.get_num_threads()
-    try:
-        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
-            numba.set_num_threads(threads)
-            assert source_values(mixed_bank(n), n).tobytes() == here.tobytes()
-    finally:
-        numba.set_num_threads(before)
+    assert digest_in_subprocess(script) == hashlib.sha256(here.tobytes()).hexdigest()
+    for _ in thread_counts():
+        assert source_values(mixed_bank(n), n).tobytes() == here.tobytes()
 
 
 # ---------------------------------------------------------------------------

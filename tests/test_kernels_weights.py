@@ -21,7 +21,6 @@ import subprocess
 import sys
 import types
 
-import numba
 import numpy as np
 import pytest
 from scipy import stats
@@ -32,6 +31,7 @@ from plurel_fast.kernels.rng import subkey, uniform
 from plurel_fast.kernels.weights import INIT_NAMES, draw_weights
 from plurel_fast.plan.database import plan_database
 from plurel_fast.plan.mlp import ACTIVATION_CODES, INIT_CODES, MlpBank, MlpBankArrays
+from conftest import thread_counts  # noqa: E402
 
 SIGMAS = 5.0
 P_MIN = 1e-6
@@ -339,13 +339,8 @@ def test_chunking_and_thread_count_do_not_change_bytes(monkeypatch):
         monkeypatch.setattr(W, "CHUNK_WEIGHTS", chunk)
         assert np.array_equal(draw_weights(2**63 + 5, rows, cols, inits, densities), want), chunk
     monkeypatch.setattr(W, "CHUNK_WEIGHTS", 64)
-    before = numba.get_num_threads()
-    try:
-        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
-            numba.set_num_threads(threads)
-            assert np.array_equal(draw_weights(2**63 + 5, rows, cols, inits, densities), want)
-    finally:
-        numba.set_num_threads(before)
+    for _ in thread_counts():
+        assert np.array_equal(draw_weights(2**63 + 5, rows, cols, inits, densities), want)
 
 
 _PLAN_DIGEST = """

@@ -12,17 +12,13 @@ import pytest
 import relbench
 
 import plurel_fast
-from plurel_fast import Choices, Config, DatabaseParams, SyntheticDataset
+from plurel_fast import Config, SyntheticDataset
 from plurel_fast.plan.database import plan_database
 from plurel_fast.pretraining import column_scores, pretraining_targets
 from plurel_fast.relbench import CacheMismatchError
 from plurel_fast.tasks import list_targets
 
-SMALL = DatabaseParams(
-    num_tables_choices=Choices("range", [3, 6]),
-    num_rows_entity_table_choices=Choices("range", [40, 200]),
-    num_rows_activity_table_choices=Choices("range", [100, 400]),
-)
+from conftest import SMALL_PARAMS as SMALL
 SEEDS = (0, 3, 4)
 
 
