@@ -165,3 +165,33 @@ def _print_golden() -> None:
 
 if __name__ == "__main__":
     _print_golden()
+
+
+_PLAIN_X86_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import plurel_fast
+from test_golden import CASES, combined, database_digests
+out = {}
+for case, seeds in json.loads(sys.argv[2]).items():
+    make_config = CASES[case][0]
+    out[case] = {s: combined(database_digests(plurel_fast.generate(s, make_config()))) for s in seeds}
+print(json.dumps(out))
+"""
+
+
+def test_golden_bytes_on_plain_x86_64():
+    """The kernels compiled for plain x86-64 (SSE2, no FMA unit: every fused multiply-add
+    through libm's fmaf, every vector intrinsic lowered to narrow or scalar code) give the
+    pinned bytes too. Its kernel cache is kept apart, so only the first run compiles."""
+    from conftest import digest_in_subprocess
+    from plurel_fast.kernels import CACHE_DIR
+
+    subset = {"default": [0], "small": [0, 1, 2, 3]}
+    got = json.loads(digest_in_subprocess(
+        _PLAIN_X86_SCRIPT, str(Path(__file__).resolve().parent), json.dumps(subset), threads=2,
+        NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES="", NUMBA_CACHE_DIR=CACHE_DIR + "-x86-64",
+    ))
+    for case, seeds in subset.items():
+        for seed in seeds:
+            assert got[case][str(seed)] == GOLDEN[case][seed], (case, seed)
