@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -97,6 +99,9 @@ def _generate(args) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     config = _with_schema(_load_config(args), args)
+    from plurel_fast.io.parquet import check_destination
+
+    check_destination(out, overwrite=args.overwrite)  # before the work, not after it
     t0 = time.perf_counter()
 
     def progress(table, done, total):
@@ -121,14 +126,26 @@ def _generate(args) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum, frame):
+    # A preempted or cancelled job gets SIGTERM: unwind like Ctrl-C, so a save in
+    # progress removes its temporary folder instead of leaving it behind.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     try:
         if args.command == "generate":
             return _generate(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
+    except (ValueError, OSError, TypeError) as err:
+        # OSError covers a full disk or a folder that vanished mid-write, each as one line.
         print(f"plurel-fast: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 1
 
 

@@ -480,14 +480,12 @@ def test_failed_swap_restores_the_old_folder(tmp_path, monkeypatch):
     target = tmp_path / "d"
     make_db(n_events=12).save(target)
     before = _file_hashes(target)
-    real = os.rename
+    from plurel_fast.io import parquet as io_parquet
 
     def rename(src, dst):
-        if ".tmp-" in Path(src).name:
-            raise OSError("rename failed (injected)")
-        return real(src, dst)
+        raise OSError("rename failed (injected)")
 
-    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(io_parquet, "_rename_noreplace", rename)
     with pytest.raises(OSError, match="injected"):
         make_db().save(target, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]

@@ -32,11 +32,15 @@ between two runs.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import errno
+import fcntl
 import json
 import os
 import secrets
 import shutil
+import socket
 import warnings
 from pathlib import Path
 
@@ -153,17 +157,55 @@ def write_database(
     ``pretraining`` (the default) the folder also gets one RelBench autocomplete task per
     pretraining target under ``tasks/`` and ``scores.json`` (`plurel_fast.pretraining`).
 
-    Everything is written to a hidden sibling ``.<name>.tmp-<random>``, fsynced, and
-    renamed into place, so a folder at `path` is always complete. An existing `path`
-    raises `FileExistsError` unless ``overwrite=True``; then the old folder is renamed
-    aside, the new one renamed in, and only then is the old one deleted. Only folders
-    that are empty or hold a ``manifest.yaml`` are ever replaced.
+    Everything is written to a hidden sibling ``.<name>.tmp-<host>-<pid>-<random>``,
+    fsynced, and renamed into place, so a folder at `path` is always complete. An
+    existing `path` raises `FileExistsError` unless ``overwrite=True``; then the old
+    folder is renamed aside, the new one renamed in, and only then is the old one
+    deleted. Only folders that are empty or hold a ``manifest.yaml`` are ever replaced.
+
+    Concurrent saves to one `path` (two processes, or a folder made by hand meanwhile):
+    the final rename happens under a lock on the parent folder, after checking that
+    `path` is still what this save found when it started. Exactly one save wins; a save
+    that finds `path` created or replaced meanwhile raises `FileExistsError` and leaves
+    the other's folder as it is.
+
+    Temporary folders of saves killed before they finished (their process on this host
+    is gone) are removed by the next save to the same parent.
 
     Returns the path of the written folder.
     """
     if not isinstance(db, Database):
         raise TypeError(f"write_database needs a plurel_fast Database, got {type(db).__name__}")
     target = Path(path)
+    check_destination(target, overwrite=overwrite)
+    parent = target.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    found = _identity(target)
+    remove_stale_temporaries(parent, target.name)
+
+    tmp = parent / f".{target.name}.tmp-{_owner_tag()}-{secrets.token_hex(4)}"
+    os.mkdir(tmp)
+    try:
+        _write_contents(db, tmp, target.absolute().name, pretraining)
+        with _locked(parent):
+            if _identity(target) != found:
+                raise FileExistsError(
+                    f"{target} was created or replaced by another process while this save "
+                    "was writing; left it as it is (this save is discarded)"
+                )
+            _move_into_place(tmp, target.absolute(), parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def check_destination(target: Path, *, overwrite: bool = False) -> None:
+    """Raise now, before any work, if a database cannot be saved at `target`: it
+    exists (without ``overwrite``, or is no saved database to replace), a parent is a
+    file, or the nearest existing parent folder is not writable (read-only mount,
+    ``/sys``, permissions). Nothing is left behind."""
+    target = Path(target)
     if target.exists() or target.is_symlink():
         if not overwrite:
             raise FileExistsError(
@@ -171,18 +213,104 @@ def write_database(
                 "another path"
             )
         _check_replaceable(target)
-    parent = target.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-
-    tmp = parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
-    os.mkdir(tmp)
+    elif target.is_symlink():
+        raise FileExistsError(f"{target} is a dangling symbolic link; remove it or choose another path")
+    ancestor = target.absolute().parent
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise FileExistsError(f"{ancestor} is a dangling symbolic link")
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"cannot save to {target}: {ancestor} is a file, not a folder")
+    probe = ancestor / f".plurel_fast-probe-{_owner_tag()}-{secrets.token_hex(4)}"
     try:
-        _write_contents(db, tmp, target.absolute().name, pretraining)
-        _move_into_place(tmp, target.absolute(), parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+        os.mkdir(probe)
+    except OSError as e:
+        raise PermissionError(
+            f"cannot save to {target}: {ancestor} is not writable ({e.strerror or e})"
+        ) from None
+    os.rmdir(probe)
+
+
+def remove_stale_temporaries(parent: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary folders that saves killed mid-write left in `parent`
+    (``.<name>.tmp-<host>-<pid>-*`` / ``.<name>.old-<host>-<pid>-*`` whose process on
+    this host no longer runs); only those of `name` when given. Returns what it removed.
+    Folders of other hosts (a shared filesystem) are left alone: their owners cannot be
+    checked from here."""
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    host = _hostname()
+    for entry in entries:
+        stem, kind, tag = _split_temporary(entry.name)
+        if stem is None or (name is not None and stem != name):
+            continue
+        owner_host, _, pid = tag.rpartition("-")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _split_temporary(name: str):
+    # ".<stem>.tmp-<host>-<pid>-<hex>" -> (stem, "tmp", "<host>-<pid>")
+    if not name.startswith("."):
+        return None, None, None
+    for kind in (".tmp-", ".old-"):
+        stem, sep, rest = name[1:].rpartition(kind)
+        if sep and stem:
+            tag, _, suffix = rest.rpartition("-")
+            if tag and len(suffix) == 8:
+                return stem, kind, tag
+    return None, None, None
+
+
+def _hostname() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
+def _owner_tag() -> str:
+    return f"{_hostname()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _identity(path: Path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+class _locked:
+    """An exclusive flock on a folder for the few renames that publish a save."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __enter__(self):
+        self.fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without flock: the identity check still runs
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the lock
 
 
 def read_database(path: str | os.PathLike) -> Database:
@@ -200,8 +328,7 @@ def read_database(path: str | os.PathLike) -> Database:
             f"{root} {what}; a saved database is a folder holding {MANIFEST_FILE} and "
             f"{DB_DIR}/<table>.parquet"
         )
-    with open(manifest_path, encoding="utf-8") as f:
-        manifest = yaml.safe_load(f)
+    manifest = load_manifest(manifest_path)
     if not isinstance(manifest, dict):
         raise ValueError(f"{manifest_path}: expected a mapping at top level, got {manifest!r}")
     for key in ("name", "val_timestamp", "test_timestamp", "tables"):
@@ -235,6 +362,7 @@ def read_database(path: str | os.PathLike) -> Database:
             )
         except (TypeError, ValueError) as e:
             raise ValueError(f"table {name!r} ({file}) does not match {manifest_path}: {e}") from e
+    _check_keys(table_dict, manifest_path)
     provenance = read_provenance(root, manifest)
     timings = provenance.pop("timings", None)
     try:
@@ -272,10 +400,75 @@ def read_provenance(path: str | os.PathLike, manifest: dict | None = None) -> di
         manifest_path = root / MANIFEST_FILE
         if not manifest_path.is_file():
             return {}
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = yaml.safe_load(f)
+        manifest = load_manifest(manifest_path)
     legacy = manifest.get(METADATA_KEY) if isinstance(manifest, dict) else None
     return dict(legacy) if isinstance(legacy, dict) else {}
+
+
+MAX_MANIFEST_BYTES = 16 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases: a manifest never needs them,
+    and a few kilobytes of nested aliases expand to gigabytes (a "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases are not allowed in a manifest ({event.start_mark})")
+        return super().compose_node(parent, index)
+
+
+def load_manifest(path: Path):
+    """Parse a manifest (ours, a task's or any RelBench one) with size and alias limits."""
+    size = os.path.getsize(path)
+    if size > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{path} is {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return yaml.load(f, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not a valid manifest: {e}") from None
+
+
+def _check_keys(tables: dict, where: Path) -> None:
+    """Keys a folder's tables must satisfy (cheap, vectorised): primary keys without
+    nulls or duplicates; foreign keys non-negative and naming an existing parent row.
+    Null foreign keys (a missing reference, which RelBench datasets hold) are allowed."""
+    for name, table in tables.items():
+        df = table.df
+        if table.pkey_col is not None:
+            pk = df.get_column(table.pkey_col)
+            if pk.null_count():
+                raise ValueError(f"{where}: table {name!r}: primary key {table.pkey_col!r} has nulls")
+            if pk.n_unique() != len(pk):
+                dup = pk.filter(pk.is_duplicated()).head(3).to_list()
+                raise ValueError(
+                    f"{where}: table {name!r}: primary key {table.pkey_col!r} has duplicates, "
+                    f"e.g. {dup}"
+                )
+    for name, table in tables.items():
+        for col, parent_name in table.fkey_col_to_pkey_table.items():
+            fk = table.df.get_column(col).drop_nulls()
+            if not len(fk):
+                continue
+            parent = tables[parent_name]
+            where_col = f"{where}: table {name!r}: foreign key {col!r} -> {parent_name!r}"
+            if fk.min() < 0:
+                raise ValueError(f"{where_col} has negative values, e.g. {fk.filter(fk < 0).head(3).to_list()}")
+            if parent.pkey_col is None:
+                bad = fk.filter(fk >= len(parent))
+            else:
+                pk = parent.df.get_column(parent.pkey_col)
+                n = len(pk)
+                if n and pk.min() == 0 and pk.max() == n - 1:  # unique, so exactly 0..n-1
+                    bad = fk.filter(fk >= n)
+                else:
+                    bad = fk.filter(~fk.is_in(pk.implode()))
+            if len(bad):
+                raise ValueError(
+                    f"{where_col} names rows the parent does not have, e.g. {bad.head(3).to_list()}"
+                )
 
 
 def _yaml_time(value):
@@ -358,22 +551,63 @@ def _write_text(path: Path, text: str) -> None:
 
 def _move_into_place(tmp: Path, target: Path, parent: Path) -> None:
     if not (target.exists() or target.is_symlink()):
-        os.rename(tmp, target)
+        _rename_noreplace(tmp, target)
         _fsync_dir(parent)
         return
-    old = parent / f".{target.name}.old-{secrets.token_hex(6)}"
+    old = parent / f".{target.name}.old-{_owner_tag()}-{secrets.token_hex(4)}"
     os.rename(target, old)
     try:
-        os.rename(tmp, target)
+        _rename_noreplace(tmp, target)
     except BaseException:
         os.rename(old, target)
         raise
     _fsync_dir(parent)
     try:
-        shutil.rmtree(old)
+        if old.is_symlink():  # the replaced path was a link: drop the link, not its target
+            os.unlink(old)
+        else:
+            shutil.rmtree(old)
     except OSError as e:
         warnings.warn(f"saved {target}, but could not delete the replaced copy {old}: {e}",
                       stacklevel=3)
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename that fails if `dst` exists, even as an empty folder (which a plain rename
+    would silently replace): Linux renameat2(RENAME_NOREPLACE), else a checked rename."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is not None:
+        res = renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if res == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(
+                f"{dst} appeared while this save was writing (made by another process or "
+                "by hand); left it as it is"
+            )
+        if err not in (errno.EINVAL, errno.ENOSYS):  # unsupported here: plain rename below
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(f"{dst} appeared while this save was writing; left it as it is")
+    os.rename(src, dst)
+
+
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _LIBC = False
+    return _LIBC or None
 
 
 def _fsync_file(path: Path) -> None:
