@@ -36,7 +36,7 @@ from relbench.base import Table as RelBenchTable
 from plurel_fast.config import Config
 from plurel_fast.database import Database, Table
 from plurel_fast.generate import DEFAULT_CHUNK_ROWS, config_record, generate, package_version
-from plurel_fast.io.parquet import MANIFEST_FILE, SIDECAR_FILE, read_provenance
+from plurel_fast.io.parquet import MANIFEST_FILE, SIDECAR_FILE, check_destination, read_provenance
 from plurel_fast.plan.schema import plan_time_window
 
 __all__ = [
@@ -312,6 +312,8 @@ class SyntheticDataset(RelBenchDataset):
         empty = path is not None and path.is_dir() and not any(path.iterdir())
         if path is not None and (path.exists() or path.is_symlink()) and not empty:
             return self._load_cache(path)
+        if path is not None:
+            check_destination(path, overwrite=empty)  # an unwritable cache fails before the work
         db = generate(self.seed, self.config, chunk_rows=self.chunk_rows)
         if path is not None:
             try:
