@@ -1,4 +1,5 @@
-"""Command line: ``plurel-fast generate --seed S --out DIR [--config FILE] [--schema SQL]``."""
+"""Command line: ``plurel-fast generate`` (one database), ``plurel-fast corpus`` (many,
+one worker process per core) and ``plurel-fast config`` (print a config file)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,59 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--chunk-rows", type=int, default=None, help="rows per kernel call (memory bound only)"
     )
+    _corpus_parser(sub)
+    cfg = sub.add_parser(
+        "config",
+        help="print a config file to start from",
+        description="Print a Config (a preset, or a config file re-encoded) to stdout, "
+        "e.g. `plurel-fast config --preset default > cfg.toml`.",
+    )
+    _config_options(cfg)
+    cfg.add_argument("--format", choices=("toml", "json"), default="toml",
+                     help="file format to print (default toml)")
     return parser
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="a Config as .json or .toml (default: the reference's defaults)",
+    )
+    parser.add_argument(
+        "--preset", default=None, help="a named config preset instead of --config (default, v1.0.0)"
+    )
+
+
+def _corpus_parser(sub) -> None:
+    cor = sub.add_parser(
+        "corpus",
+        help="generate many databases, one worker process per core",
+        description="Generate databases <prefix>-<seed> for seeds S..S+N-1 into OUT, one "
+        "folder each (what `generate` writes), and index them in OUT/corpus.jsonl. A rerun "
+        "of the same command skips complete databases and redoes the rest.",
+    )
+    cor.add_argument("--out", type=Path, required=True, help="corpus folder")
+    cor.add_argument("--num-dbs", type=int, required=True, help="number of seeds (>= 1)")
+    cor.add_argument("--seed-offset", type=int, default=0, help="first seed (default 0)")
+    cor.add_argument("--num-proc", type=int, default=None,
+                     help="worker processes, one numba thread each (default: one per core)")
+    _config_options(cor)
+    cor.add_argument("--db-prefix", default="plurel", help="folder name prefix (default plurel)")
+    cor.add_argument("--target-tokens", type=int, default=None,
+                     help="stop launching seeds once the finished databases hold this many tokens")
+    cor.add_argument("--overwrite", action="store_true",
+                     help="replace databases made with another config instead of refusing")
+    cor.add_argument("--quiet", action="store_true",
+                     help="no progress bar, no line per database")
+    cor.add_argument("--shard", type=int, default=0,
+                     help="this job's shard: seeds with seed %% num-shards == shard (default 0)")
+    cor.add_argument("--num-shards", type=int, default=1,
+                     help="number of shards, e.g. a slurm array's size (default 1)")
+    cor.add_argument("--preprocess", action="store_true",
+                     help="run relational-transformer's preprocessor on each database "
+                     "(needs plurel-fast[rt]) into --pre-dir")
+    cor.add_argument("--pre-dir", type=Path, default=None,
+                     help="where --preprocess writes (required with it)")
 
 
 def _load_config(args):
@@ -132,6 +185,57 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def _corpus(args) -> int:
+    from plurel_fast.corpus import CorpusError, format_record, run_corpus
+
+    if args.preprocess and args.pre_dir is None:
+        raise CorpusError("--preprocess needs --pre-dir, the folder RT's preprocessor writes to")
+    if args.pre_dir is not None and not args.preprocess:
+        raise CorpusError("--pre-dir is only used with --preprocess")
+    if args.out.exists() and not args.out.is_dir():
+        raise CorpusError(f"output folder {args.out} exists and is not a folder")
+    config = _load_config(args)
+
+    def log(record):
+        if not args.quiet:
+            from tqdm import tqdm
+
+            tqdm.write(format_record(record), file=sys.stdout)
+            sys.stdout.flush()
+
+    result = run_corpus(
+        args.out, args.num_dbs, config=config, seed_offset=args.seed_offset,
+        num_proc=args.num_proc, db_prefix=args.db_prefix, target_tokens=args.target_tokens,
+        overwrite=args.overwrite, shard=args.shard, num_shards=args.num_shards,
+        pre_dir=args.pre_dir if args.preprocess else None, on_record=log,
+        progress=not args.quiet,
+    )
+    made = sum(1 for r in result.records if r["status"] == "ok")
+    print(f"{made} databases generated, {len(result.skipped)} already complete, "
+          f"{len(result.failed)} failed; {result.databases} complete, {result.tokens:,} tokens; "
+          f"{result.seconds:.1f} s; index {result.index}")
+    if args.target_tokens is not None:
+        verdict = "reached" if result.target_reached else "not reached"
+        print(f"target of {args.target_tokens:,} tokens {verdict}: {result.tokens:,} tokens in "
+              f"{result.databases} databases")
+    if result.interrupted:
+        print("plurel-fast: interrupted; rerun the same command to finish", file=sys.stderr)
+        return 130
+    if result.failed:
+        seeds = ", ".join(str(r["seed"]) for r in result.failed[:10])
+        print(f"plurel-fast: {len(result.failed)} database(s) failed (seeds {seeds}"
+              f"{', ...' if len(result.failed) > 10 else ''}); see {result.index}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _config(args) -> int:
+    config = _load_config(args)
+    text = config.to_toml() if args.format == "toml" else config.to_json() + "\n"
+    sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
@@ -139,10 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "corpus":
+            return _corpus(args)
+        if args.command == "config":
+            return _config(args)
     except (ValueError, OSError, TypeError) as err:
         # OSError covers a full disk or a folder that vanished mid-write, each as one line.
         print(f"plurel-fast: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("plurel-fast: interrupted", file=sys.stderr)
+        return 130
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
