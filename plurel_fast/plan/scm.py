@@ -160,46 +160,77 @@ def _ancestors_of(nodes, order, in_ptr, edge_src) -> np.ndarray:
     return mark
 
 
-def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
-    """Draw the SCM of ``table`` (SPEC §4.1-4.3) from its own planning stream.
+class _Graph(msgspec.Struct, frozen=True):
+    """The SCM's graph, drawn first: mode, layout, DAG, and which nodes are columns."""
 
-    Order of the draws from the table's stream: the mode, the layout, the
-    column-node share, the DAG, the column nodes; one stype per non-column
-    node, then the category counts of the categorical ones; per inner node
-    (in node order) the noise α's, then the noise β's, then the aggregations;
-    then the MLPs of all decoders (inner nodes in order), collation encoders
-    (child by child, column by column) and edge encoders (edges by child,
-    then parent), with one :meth:`MlpBank.add_mlps` call; then the embedding
-    tables of the categorical decoders and encoders in the same order, with
-    one :meth:`MlpBank.add_embeddings`; the weights at :meth:`MlpBank.freeze`.
-    Each draw of a kind is i.i.d., so batching them keeps the law of one
-    node, edge or MLP at a time (SPEC §4.1-4.2).
-    """
-    p = config.scm_params
-    rng = plan_rng(seed, "table", table.id, "scm")
-    emb_dim = int(p.mlp_emb_dim)
-    k = len(table.features)
+    mode: str
+    lazy: bool
+    layout: str
+    n: int
+    dag: object
+    col_nodes: np.ndarray
 
+
+class _Mechanisms(msgspec.Struct, frozen=True):
+    """Per node: categories (as planned and as propagated), source flag, aggregation,
+    Beta noise shapes."""
+
+    num_categories: np.ndarray
+    is_source: np.ndarray
+    inner: np.ndarray
+    agg: np.ndarray
+    noise_alpha: np.ndarray
+    noise_beta: np.ndarray
+
+
+class _Edges(msgspec.Struct, frozen=True):
+    """The DAG's edges sorted by child, then parent (CSR by child: ``in_ptr``)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    weight: np.ndarray
+    in_ptr: np.ndarray
+
+
+class _Mlps(msgspec.Struct, frozen=True):
+    """Every MLP and embedding of the SCM, in a lazy bank. A categorical encoder is an
+    (embedding, MLP) pair in ``pending``, evaluated into an encoder table once the bank
+    is frozen; ``*_pending`` gives each encoder's row in ``pending`` (else NO_ID) and
+    ``*_mlp`` the MLP of each numerical encoder (else NO_ID)."""
+
+    bank: MlpBank
+    dec_mlp: np.ndarray
+    dec_emb: np.ndarray
+    pending: np.ndarray
+    coll_mlp: np.ndarray
+    coll_pending: np.ndarray
+    edge_mlp: np.ndarray
+    edge_pending: np.ndarray
+
+
+def _draw_graph(rng, p, config: Config, k: int) -> _Graph:
     mode = p.propagation_mode_choices.sample(rng)
-    lazy = mode == "type_lazy"
     layout = p.scm_layout_choices.sample(rng)
     perc = float(p.scm_col_node_perc_choices.sample(rng))
     n = k + int(math.ceil(k / perc)) + 3
     dag = build_dag(layout, n, config.dag_params, rng)
     col_nodes = rng.choice(n, size=k, replace=False).astype(np.int64)
+    return _Graph(mode, mode == "type_lazy", layout, n, dag, col_nodes)
 
+
+def _draw_mechanisms(rng, p, table: TablePlan, graph: _Graph) -> _Mechanisms:
+    n, col_nodes = graph.n, graph.col_nodes
     # Semantic type of every node: columns take their column's, others are drawn.
     sem_categories = np.zeros(n, dtype=np.int64)
-    col_of_node = np.full(n, NO_ID, dtype=np.int64)
-    col_of_node[col_nodes] = np.arange(k)
+    is_col = np.zeros(n, dtype=bool)
+    is_col[col_nodes] = True
     sem_categories[col_nodes] = [c.num_categories for c in table.features]
-    others = np.flatnonzero(col_of_node == NO_ID)
+    others = np.flatnonzero(~is_col)
     categorical = others[p.col_stype_choices.sample_many(rng, others.size) == "categorical"]
     sem_categories[categorical] = p.num_categories_choices.sample_many(rng, categorical.size)
-    num_categories = np.zeros(n, dtype=np.int64) if lazy else sem_categories
+    num_categories = np.zeros(n, dtype=np.int64) if graph.lazy else sem_categories
 
-    in_degree = dag.in_degree()
-    is_source = in_degree == 0
+    is_source = graph.dag.in_degree() == 0
     inner = np.flatnonzero(~is_source)
     agg = np.zeros(n, dtype=np.int64)
     noise_alpha = np.ones(n)
@@ -208,21 +239,32 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
     noise_beta[inner] = p.node_noise_beta_choices.sample_many(rng, inner.size)
     agg_codes = np.array([AGG_CODES[name] for name in p.propagation_agg_choices.value], dtype=np.int64)
     agg[inner] = agg_codes[p.propagation_agg_choices.sample_indices(rng, inner.size)]
+    return _Mechanisms(num_categories, is_source, inner, agg, noise_alpha, noise_beta)
 
-    edges = dag.edges
-    by_child = np.lexsort((edges[:, 0], edges[:, 1])) if len(edges) else np.zeros(0, np.int64)
-    edge_src = edges[by_child, 0].astype(np.int64) if len(edges) else np.zeros(0, np.int64)
-    edge_dst = edges[by_child, 1].astype(np.int64) if len(edges) else np.zeros(0, np.int64)
-    edge_weight = dag.weights[by_child].astype(np.float32)
 
-    # Every MLP and embedding table, planned in two calls (order in the docstring).
-    # Decoder of an inner node: MLP 32 -> 1, or MLP 32 -> 32 and an embedding
-    # table to compare with. Encoder of a node's values (collation and edge):
-    # MLP in -> 32, or an embedding table and an MLP 32 -> 32 evaluated into
-    # an encoder table once the bank is frozen.
-    children = tuple(table.children)
-    enc_nodes = np.concatenate([np.tile(col_nodes, len(children)), edge_src])
-    dec_cats, enc_cats = num_categories[inner], num_categories[enc_nodes]
+def _edges_by_child(graph: _Graph) -> _Edges:
+    edges = graph.dag.edges
+    if len(edges):
+        by_child = np.lexsort((edges[:, 0], edges[:, 1]))
+        src = edges[by_child, 0].astype(np.int64)
+        dst = edges[by_child, 1].astype(np.int64)
+    else:
+        by_child = src = dst = np.zeros(0, np.int64)
+    weight = graph.dag.weights[by_child].astype(np.float32)
+    in_ptr = np.zeros(graph.n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(dst, minlength=graph.n), out=in_ptr[1:])
+    return _Edges(src, dst, weight, in_ptr)
+
+
+def _draw_mlps(rng, p, emb_dim: int, children: tuple, graph: _Graph, mech: _Mechanisms,
+               edges: _Edges) -> _Mlps:
+    """Every MLP, then every embedding table, each kind in one batched call (order in
+    `plan_scm`'s docstring). Decoder of an inner node: MLP 32 -> 1, or MLP 32 -> 32 and
+    an embedding table to compare with. Encoder of a node's values (collation and edge):
+    MLP in -> 32, or an embedding table and an MLP 32 -> 32."""
+    n, k, inner = graph.n, graph.col_nodes.size, mech.inner
+    enc_nodes = np.concatenate([np.tile(graph.col_nodes, len(children)), edges.src])
+    dec_cats, enc_cats = mech.num_categories[inner], mech.num_categories[enc_nodes]
     dec_cat, enc_cat = dec_cats > 0, enc_cats > 0
     bank = MlpBank(lazy=True)
     mlps = bank.add_mlps(
@@ -236,43 +278,50 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
     dec_mlp = np.full(n, NO_ID, dtype=np.int64)
     dec_emb = np.full(n, NO_ID, dtype=np.int64)
     dec_mlp[inner] = mlps[: inner.size]
-    dec_emb[inner[dec_cat]] = embs[: int(dec_cat.sum())]
-    # Categorical encoders become tables once the bank is frozen; until then an
-    # encoder slot holds the marker -2 - index into ``pending``.
+    num_dec_embs = int(dec_cat.sum())
+    dec_emb[inner[dec_cat]] = embs[:num_dec_embs]
     enc_mlps = mlps[inner.size :]
-    pending = np.stack([embs[int(dec_cat.sum()) :], enc_mlps[enc_cat]], axis=1)  # (emb_id, mlp_id)
+    pending = np.stack([embs[num_dec_embs:], enc_mlps[enc_cat]], axis=1)  # (emb_id, mlp_id)
     enc_mlp = np.where(enc_cat, NO_ID, enc_mlps)
-    enc_table = np.where(enc_cat, -2 - (np.cumsum(enc_cat) - 1), NO_ID)
+    enc_pending = np.where(enc_cat, np.cumsum(enc_cat) - 1, NO_ID)
     num_coll = len(children) * k
-    coll_mlp = enc_mlp[:num_coll].reshape(len(children), k)
-    coll_table = enc_table[:num_coll].reshape(len(children), k)
-    edge_mlp, edge_table = enc_mlp[num_coll:], enc_table[num_coll:]
+    return _Mlps(
+        bank=bank,
+        dec_mlp=dec_mlp,
+        dec_emb=dec_emb,
+        pending=pending,
+        coll_mlp=enc_mlp[:num_coll].reshape(len(children), k),
+        coll_pending=enc_pending[:num_coll].reshape(len(children), k),
+        edge_mlp=enc_mlp[num_coll:],
+        edge_pending=enc_pending[num_coll:],
+    )
 
-    in_ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(edge_dst, minlength=n), out=in_ptr[1:])
 
-    # Sources, each from its own stream so a change elsewhere does not shift them.
+def _plan_sources(seed: int, p, table: TablePlan, mech: _Mechanisms):
+    """Each source node's signal, from a stream of its own (so a change elsewhere does
+    not shift it); returns (source_index per node, SourceBank)."""
     is_activity = table.kind == ACTIVITY
-    source_nodes = np.flatnonzero(is_source)
-    source_index = np.full(n, NO_ID, dtype=np.int64)
+    source_nodes = np.flatnonzero(mech.is_source)
+    source_index = np.full(mech.is_source.size, NO_ID, dtype=np.int64)
     specs, keys = [], []
     for s, v in enumerate(source_nodes):
         source_index[v] = s
         # the generator and the key of plan_rng / stream_key of the same path
         ss = seed_sequence(seed, "table", table.id, "source", int(v))
         srng = np.random.Generator(np.random.PCG64(ss))
-        cats = int(num_categories[v])
+        cats = int(mech.num_categories[v])
         if cats == 0:
             specs.append(plan_numerical_source(srng, p, table.num_rows, is_activity))
         else:
             specs.append(plan_categorical_source(srng, p, table.num_rows, cats, is_activity))
         keys.append(ss.generate_state(1, dtype=np.uint64)[0])
-    sources = SourceBank.from_sources(table.num_rows, specs, np.asarray(keys, dtype=np.uint64))
+    return source_index, SourceBank.from_sources(
+        table.num_rows, specs, np.asarray(keys, dtype=np.uint64)
+    )
 
-    # Word v of one seed sequence: a function of (seed, table, v) alone, as a
-    # stream_key per node would be, for one hash instead of n.
-    noise_key = seed_sequence(seed, "table", table.id, "noise").generate_state(n, dtype=np.uint64)
 
+def _plan_quantizations(seed: int, p, table: TablePlan, lazy: bool) -> tuple:
+    """Lazy mode: each categorical column's quantization, from a stream of its own."""
     quantize = []
     for i, col in enumerate(table.features):
         if lazy and col.num_categories > 0:
@@ -282,48 +331,83 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
             quantize.append(plan_quantization(qrng, p, col.num_categories, key))
         else:
             quantize.append(None)
+    return tuple(quantize)
 
-    mlp = bank.freeze()
+
+def _table_offsets(pending_rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Encoder-table offsets of encoders given by their row in ``pending`` (NO_ID kept)."""
+    out = np.full(pending_rows.shape, NO_ID, dtype=np.int64)
+    has = pending_rows != NO_ID
+    out[has] = offsets[pending_rows[has]]
+    return out
+
+
+def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
+    """Draw the SCM of ``table`` (SPEC §4.1-4.3) from its own planning stream.
+
+    Order of the draws from the table's stream (`_draw_graph`, `_draw_mechanisms`,
+    `_draw_mlps`): the mode, the layout, the column-node share, the DAG, the column
+    nodes; one stype per non-column node, then the category counts of the categorical
+    ones; per inner node (in node order) the noise α's, then the noise β's, then the
+    aggregations; then the MLPs of all decoders (inner nodes in order), collation
+    encoders (child by child, column by column) and edge encoders (edges by child,
+    then parent), with one :meth:`MlpBank.add_mlps` call; then the embedding tables of
+    the categorical decoders and encoders in the same order, with one
+    :meth:`MlpBank.add_embeddings`; the weights at :meth:`MlpBank.freeze`. Sources,
+    node noise keys and quantizations come from streams of their own. Each draw of a
+    kind is i.i.d., so batching them keeps the law of one node, edge or MLP at a time
+    (SPEC §4.1-4.2). The golden-bytes test guards this order.
+    """
+    p = config.scm_params
+    rng = plan_rng(seed, "table", table.id, "scm")
+    emb_dim = int(p.mlp_emb_dim)
+    children = tuple(table.children)
+
+    graph = _draw_graph(rng, p, config, len(table.features))
+    mech = _draw_mechanisms(rng, p, table, graph)
+    edges = _edges_by_child(graph)
+    mlps = _draw_mlps(rng, p, emb_dim, children, graph, mech, edges)
+    source_index, sources = _plan_sources(seed, p, table, mech)
+    # Word v of one seed sequence: a function of (seed, table, v) alone, as a
+    # stream_key per node would be, for one hash instead of n.
+    noise_key = seed_sequence(seed, "table", table.id, "noise").generate_state(graph.n, dtype=np.uint64)
+    quantize = _plan_quantizations(seed, p, table, graph.lazy)
+
+    mlp = mlps.bank.freeze()
     # Evaluate every categorical encoder once per category (exact: its output
     # depends on the category alone).
-    enc_tables, offsets = encoder_tables(mlp, pending, emb_dim)
+    enc_tables, offsets = encoder_tables(mlp, mlps.pending, emb_dim)
 
-    def resolve(a):
-        a = a.copy()
-        marked = a < NO_ID
-        a[marked] = offsets[-2 - a[marked]]
-        return a
-
-    order = dag.topological_order().astype(np.int64)
+    order = graph.dag.topological_order().astype(np.int64)
     return ScmPlan(
         table=table.name,
-        mode=mode,
-        layout=layout,
+        mode=graph.mode,
+        layout=graph.layout,
         emb_dim=emb_dim,
         order=order,
-        run_order=order[_ancestors_of(col_nodes, order, in_ptr, edge_src)[order]],
-        is_source=is_source,
-        num_categories=num_categories,
+        run_order=order[_ancestors_of(graph.col_nodes, order, edges.in_ptr, edges.src)[order]],
+        is_source=mech.is_source,
+        num_categories=mech.num_categories,
         source_index=source_index,
-        agg=agg,
-        noise_alpha=noise_alpha,
-        noise_beta=noise_beta,
+        agg=mech.agg,
+        noise_alpha=mech.noise_alpha,
+        noise_beta=mech.noise_beta,
         noise_key=noise_key,
-        dec_mlp=dec_mlp,
-        dec_emb=dec_emb,
-        in_ptr=in_ptr,
-        edge_src=edge_src,
-        edge_weight=edge_weight,
-        edge_mlp=edge_mlp,
-        edge_table=resolve(edge_table),
+        dec_mlp=mlps.dec_mlp,
+        dec_emb=mlps.dec_emb,
+        in_ptr=edges.in_ptr,
+        edge_src=edges.src,
+        edge_weight=edges.weight,
+        edge_mlp=mlps.edge_mlp,
+        edge_table=_table_offsets(mlps.edge_pending, offsets),
         enc_tables=enc_tables,
-        cat_encoders=np.column_stack([pending, offsets]).astype(np.int64),
-        col_nodes=col_nodes,
+        cat_encoders=np.column_stack([mlps.pending, offsets]).astype(np.int64),
+        col_nodes=graph.col_nodes,
         col_categories=np.asarray([c.num_categories for c in table.features], dtype=np.int64),
-        coll_mlp=coll_mlp,
-        coll_table=resolve(coll_table),
+        coll_mlp=mlps.coll_mlp,
+        coll_table=_table_offsets(mlps.coll_pending, offsets),
         children=children,
-        quantize=tuple(quantize),
+        quantize=quantize,
         mlp=mlp,
         sources=sources,
     )
