@@ -8,6 +8,7 @@ import msgspec
 from plurel_fast.config import Config
 from plurel_fast.plan.hsbm import HsbmPlan, plan_hsbm
 from plurel_fast.plan.rng import plan_rng, stream_key
+from plurel_fast.plan.limits import check_memory
 from plurel_fast.plan.post import TablePostPlan, plan_table_post
 from plurel_fast.plan.schema import SchemaPlan, plan_schema
 from plurel_fast.plan.scm import ScmPlan, plan_scm
@@ -48,14 +49,20 @@ class DatabasePlan(msgspec.Struct, frozen=True):
         return plan_scm(self.seed, self.schema.tables[table_id], self.config)
 
 
-def plan_database(seed: int, config: Config, *, scms: bool = True) -> DatabasePlan:
+def plan_database(
+    seed: int, config: Config, *, scms: bool = True, memory_check: bool = True
+) -> DatabasePlan:
     """Plan database ``seed`` under ``config`` (stages 1 and 2 of SPEC §1-3).
 
     With ``scms=False`` the per-table SCMs are not planned here but by
     :meth:`DatabasePlan.scm` when needed (``generate`` does this, so that only
-    the SCMs of the tables in use are in memory).
+    the SCMs of the tables in use are in memory). With ``memory_check`` a schema
+    whose generation cannot fit in this machine's memory raises `ConfigError` here,
+    before anything is drawn for it (`plurel_fast.plan.limits`).
     """
     schema = plan_schema(seed, config)
+    if memory_check:
+        check_memory(schema)
     foreign_keys = []
     for table in schema.tables:
         for k, (fkey_col, parent_name) in enumerate(zip(table.fkey_cols, table.parents)):

@@ -123,6 +123,9 @@ def plan_schema(seed: int, config: Config) -> SchemaPlan:
     With ``config.schema_file`` or ``config.schema_sql`` the schema is the SQL one
     (:func:`plan_sql_schema`).
     """
+    from plurel_fast.plan.limits import check_plausible
+
+    check_plausible(config)  # before a sampler allocates for an absurd range
     if config.schema_text() is not None:
         return plan_sql_schema(seed, config)
     db_params = config.database_params
