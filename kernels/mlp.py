@@ -35,7 +35,21 @@ import msgspec
 import numpy as np
 from numba import njit, prange
 
-from plurel_fast.config import ACTIVATIONS
+from plurel_fast.kernels.codes import (
+    ACTIVATIONS,
+    EMB_CATEGORIES,
+    EMB_DIM,
+    EMB_OFFSET,
+    FOLD_MAX,
+    FOLD_SUM,
+    LAYER_ACT,
+    LAYER_ACT_PARAMS,
+    LAYER_IN,
+    LAYER_OUT,
+    LAYER_WEIGHT_OFFSET,
+    MLP_FIRST_LAYER,
+    MLP_NUM_LAYERS,
+)
 
 from plurel_fast.kernels import simd, vmath
 
@@ -43,7 +57,7 @@ from plurel_fast.kernels import simd, vmath
 # Activation codes: the index in this tuple (SPEC §4.2 order).
 # ---------------------------------------------------------------------------
 
-# The names are the configuration's (plurel_fast.config.ACTIVATIONS).
+# The names are the configuration's (kernels.codes.ACTIVATIONS).
 ACTIVATION_NAMES = ACTIVATIONS
 
 (
@@ -441,7 +455,6 @@ def _dense_tile(src, n_rows, in_dim, weights, w_off, out_dim, dst):
 
 
 # Folds of ``mlp_forward_fold_tile`` (the codes of kernels.scm's aggregations).
-FOLD_SUM, FOLD_MAX, FOLD_PRODUCT = simd.FOLD_SUM, simd.FOLD_MAX, simd.FOLD_PRODUCT
 _FOLD_CLAMP = _F(simd.FOLD_CLAMP)
 
 
@@ -698,11 +711,13 @@ def _hidden_layers(x, first, last, layers, weights, layer_scale, act_params, buf
     src = x
     use_a = True
     for layer in range(first, last):
-        out_dim = layers[layer, 2]
+        out_dim = layers[layer, LAYER_OUT]
         flat = flat_a[: n_rows * out_dim] if use_a else flat_b[: n_rows * out_dim]
         dst = flat.reshape((n_rows, out_dim))
-        _dense_tile(src, n_rows, layers[layer, 1], weights, layers[layer, 0], out_dim, dst)
-        _activate_flat(flat, layers[layer, 3], layer_scale[layer], act_params, layers[layer, 4])
+        _dense_tile(src, n_rows, layers[layer, LAYER_IN], weights,
+                    layers[layer, LAYER_WEIGHT_OFFSET], out_dim, dst)
+        _activate_flat(flat, layers[layer, LAYER_ACT], layer_scale[layer], act_params,
+                       layers[layer, LAYER_ACT_PARAMS])
         src = dst
         use_a = not use_a
     return src
@@ -728,10 +743,11 @@ def mlp_forward_tile(
         Scratch for the hidden layers, each with at least ``T`` times the
         widest hidden layer elements; nothing is allocated here.
     """
-    first = mlps[mlp_id, 0]
-    last = first + mlps[mlp_id, 1] - 1
+    first = mlps[mlp_id, MLP_FIRST_LAYER]
+    last = first + mlps[mlp_id, MLP_NUM_LAYERS] - 1
     src = _hidden_layers(x, first, last, layers, weights, layer_scale, act_params, buf_a, buf_b)
-    _dense_tile(src, x.shape[0], layers[last, 1], weights, layers[last, 0], layers[last, 2], out)
+    _dense_tile(src, x.shape[0], layers[last, LAYER_IN], weights,
+                layers[last, LAYER_WEIGHT_OFFSET], layers[last, LAYER_OUT], out)
 
 
 @njit(cache=True)
@@ -745,10 +761,11 @@ def mlp_forward_fold_tile(
     layer's results folded in registers (``_dense_fold_tile``): the same bytes.
     ``acc`` (T, out_dim), C-contiguous; the other arguments as ``mlp_forward_tile``.
     """
-    first = mlps[mlp_id, 0]
-    last = first + mlps[mlp_id, 1] - 1
+    first = mlps[mlp_id, MLP_FIRST_LAYER]
+    last = first + mlps[mlp_id, MLP_NUM_LAYERS] - 1
     src = _hidden_layers(x, first, last, layers, weights, layer_scale, act_params, buf_a, buf_b)
-    _dense_fold_tile(src, x.shape[0], layers[last, 1], weights, layers[last, 0], layers[last, 2],
+    _dense_fold_tile(src, x.shape[0], layers[last, LAYER_IN], weights,
+                     layers[last, LAYER_WEIGHT_OFFSET], layers[last, LAYER_OUT],
                      acc, fold, w)
 
 
@@ -768,9 +785,9 @@ def categorical_decode_tile(h, emb_id, emb_offsets, emb_weights, out_labels):
         The first category reaching the maximum similarity (``torch.argmax``
         on ties).
     """
-    off = emb_offsets[emb_id, 0]
-    num_categories = emb_offsets[emb_id, 1]
-    dim = emb_offsets[emb_id, 2]
+    off = emb_offsets[emb_id, EMB_OFFSET]
+    num_categories = emb_offsets[emb_id, EMB_CATEGORIES]
+    dim = emb_offsets[emb_id, EMB_DIM]
     n = h.shape[0]
     # Rows along the vector lanes: h transposed once, then every similarity is
     # the same chain sim = sim + E[c, k] * h[t, k] over k = 0, 1, ... per row,
@@ -804,8 +821,8 @@ def categorical_decode_tile(h, emb_id, emb_offsets, emb_weights, out_labels):
 @njit(cache=True)
 def embedding_lookup_tile(labels, emb_id, emb_offsets, emb_weights, out):
     """``out[t, :] = E[labels[t], :]`` (float32 rows of the embedding table)."""
-    off = emb_offsets[emb_id, 0]
-    dim = emb_offsets[emb_id, 2]
+    off = emb_offsets[emb_id, EMB_OFFSET]
+    dim = emb_offsets[emb_id, EMB_DIM]
     for t in range(labels.shape[0]):
         base = off + labels[t] * dim
         for k in range(dim):
@@ -926,14 +943,14 @@ def mlp_forward(bank, mlp_id, x, tile_rows: int = TILE_ROWS) -> np.ndarray:
         layers, weights = bank.weights_of([mlp_id])
         bank = msgspec.structs.replace(bank, layers=layers, weights=weights, lazy=False)
     mlps, layers, weights, layer_scale, act_params = _bank_arrays(bank)
-    first, num_layers = int(mlps[mlp_id, 0]), int(mlps[mlp_id, 1])
-    in_dim = int(layers[first, 1])
-    out_dim = int(layers[first + num_layers - 1, 2])
+    first, num_layers = int(mlps[mlp_id, MLP_FIRST_LAYER]), int(mlps[mlp_id, MLP_NUM_LAYERS])
+    in_dim = int(layers[first, LAYER_IN])
+    out_dim = int(layers[first + num_layers - 1, LAYER_OUT])
     x = _float_rows("x", x, in_dim, f"the input width of MLP {int(mlp_id)}")
     tile_rows = int(tile_rows)
     if tile_rows < 1:
         raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
-    max_width = int(layers[first : first + num_layers, 2].max())
+    max_width = int(layers[first : first + num_layers, LAYER_OUT].max())
     out = np.empty((x.shape[0], out_dim), dtype=np.float32)
     _mlp_forward(
         x, mlp_id, mlps, layers, weights, layer_scale, act_params,
@@ -961,7 +978,7 @@ def categorical_decode(bank, emb_id, h) -> np.ndarray:
     emb_offsets = _kernel_array(bank.emb_offsets, np.int64)
     emb_weights = _kernel_array(bank.emb_weights, np.float32)
     emb_id = _bank_index("emb_id", emb_id, emb_offsets.shape[0], "embedding tables")
-    dim = int(emb_offsets[emb_id, 2])
+    dim = int(emb_offsets[emb_id, EMB_DIM])
     h = _float_rows("h", h, dim, f"the width of embedding table {int(emb_id)}")
     out = np.empty(h.shape[0], dtype=np.int64)
     _categorical_decode(h, emb_id, emb_offsets, emb_weights, out)
@@ -973,7 +990,7 @@ def embedding_lookup(bank, emb_id, labels) -> np.ndarray:
     emb_offsets = _kernel_array(bank.emb_offsets, np.int64)
     emb_weights = _kernel_array(bank.emb_weights, np.float32)
     emb_id = _bank_index("emb_id", emb_id, emb_offsets.shape[0], "embedding tables")
-    num_categories, dim = int(emb_offsets[emb_id, 1]), int(emb_offsets[emb_id, 2])
+    num_categories, dim = int(emb_offsets[emb_id, EMB_CATEGORIES]), int(emb_offsets[emb_id, EMB_DIM])
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ValueError(

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from plurel_fast.config import COL_TRANSFORMS
+from plurel_fast.kernels.codes import COL_TRANSFORMS
 from plurel_fast.kernels.rng import hash64, subkey, uniform
 
 __all__ = [

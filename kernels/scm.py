@@ -35,10 +35,21 @@ import numpy as np
 from numba import njit, prange
 
 from plurel_fast.kernels import vmath
+from plurel_fast.kernels.codes import (
+    AGG_LOGEXP,
+    AGG_MAX,
+    AGG_PRODUCT,
+    AGG_SUM,
+    EMB_CATEGORIES,
+    EMB_OFFSET,
+    LAYER_IN,
+    LAYER_OUT,
+    MLP_FIRST_LAYER,
+    MLP_NUM_LAYERS,
+    PENDING_EMB,
+    PENDING_MLP,
+)
 from plurel_fast.kernels.mlp import (
-    FOLD_MAX,
-    FOLD_PRODUCT,
-    FOLD_SUM,
     categorical_decode_tile,
     mlp_forward_fold_tile,
     mlp_forward_tile,
@@ -73,8 +84,6 @@ _NEG_INF = np.float32(-np.inf)
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 
-AGG_SUM, AGG_MAX, AGG_PRODUCT, AGG_LOGEXP = 0, 1, 2, 3
-assert (FOLD_SUM, FOLD_MAX, FOLD_PRODUCT) == (AGG_SUM, AGG_MAX, AGG_PRODUCT)
 
 
 @njit(inline="always", cache=True)
@@ -305,11 +314,12 @@ def _node_layers(v, dec_mlp, in_ptr, edge_mlp, mlps, layers, ids):
         m = dec_mlp[v] if k == 0 else edge_mlp[in_ptr[v] + k - 1]
         if m < 0:
             continue
-        for layer in range(mlps[m, 0], mlps[m, 0] + mlps[m, 1]):
+        first = mlps[m, MLP_FIRST_LAYER]
+        for layer in range(first, first + mlps[m, MLP_NUM_LAYERS]):
             if ids.shape[0] > 0:
                 ids[count] = layer
             count += 1
-            size += layers[layer, 1] * layers[layer, 2]
+            size += layers[layer, LAYER_IN] * layers[layer, LAYER_OUT]
     return count, size
 
 
@@ -370,7 +380,7 @@ def _propagate_rows(
                     off = 0
                     for i in range(count):
                         local[ids[i], 0] = off
-                        off += layers[ids[i], 1] * layers[ids[i], 2]
+                        off += layers[ids[i], LAYER_IN] * layers[ids[i], LAYER_OUT]
                     draw_layers(ids[:count], local, layer_key, layer_draw, layer_init,
                                 layer_density, wbuf)
                 _node_tiles(
@@ -430,14 +440,14 @@ def _collation_chunk(
 def _encoder_tables(pending, offsets, mlps, layers, weights, layer_scale, act_params, max_width,
                     emb_offsets, emb_weights, dim, out):
     for p in prange(pending.shape[0]):
-        emb_id = pending[p, 0]
-        off = emb_offsets[emb_id, 0]
-        cats = emb_offsets[emb_id, 1]
+        emb_id = pending[p, PENDING_EMB]
+        off = emb_offsets[emb_id, EMB_OFFSET]
+        cats = emb_offsets[emb_id, EMB_CATEGORIES]
         x = emb_weights[off:off + cats * dim].reshape((cats, dim))
         buf_a = empty_aligned((cats, max_width))
         buf_b = empty_aligned((cats, max_width))
         dst = out[offsets[p]:offsets[p] + cats * dim].reshape((cats, dim))
-        mlp_forward_tile(x, pending[p, 1], mlps, layers, weights, layer_scale, act_params,
+        mlp_forward_tile(x, pending[p, PENDING_MLP], mlps, layers, weights, layer_scale, act_params,
                          dst, buf_a, buf_b)
 
 
@@ -459,7 +469,7 @@ def encoder_tables(bank, pending: np.ndarray, dim: int):
         offset of each.
     """
     pending = np.ascontiguousarray(pending, dtype=np.int64).reshape(-1, 2)
-    sizes = bank.emb_offsets[pending[:, 0], 1] * dim if len(pending) else np.zeros(0, np.int64)
+    sizes = bank.emb_offsets[pending[:, PENDING_EMB], EMB_CATEGORIES] * dim if len(pending) else np.zeros(0, np.int64)
     offsets = np.zeros(len(pending), dtype=np.int64)
     if len(pending):
         offsets[1:] = np.cumsum(sizes)[:-1]
@@ -468,14 +478,15 @@ def encoder_tables(bank, pending: np.ndarray, dim: int):
         return out, offsets
     # A lazy bank's encoder MLPs are drawn a batch at a time (a wide SCM has
     # thousands of categorical edges: tens of MB of weights at once).
-    first, count = bank.mlps[pending[:, 1], 0], bank.mlps[pending[:, 1], 1]
+    chosen = bank.mlps[pending[:, PENDING_MLP]]
+    first, count = chosen[:, MLP_FIRST_LAYER], chosen[:, MLP_NUM_LAYERS]
     ends = np.zeros(bank.layers.shape[0] + 1, dtype=np.int64)
-    np.cumsum(bank.layers[:, 1] * bank.layers[:, 2], out=ends[1:])
+    np.cumsum(bank.layers[:, LAYER_IN] * bank.layers[:, LAYER_OUT], out=ends[1:])
     per_mlp = ends[first + count] - ends[first] if bank.lazy else np.zeros(len(pending), np.int64)
     batch = np.cumsum(per_mlp) // ENCODER_BATCH_WEIGHTS
     for b in np.unique(batch):
         rows = np.flatnonzero(batch == b)
-        layers, weights = bank.weights_of(pending[rows, 1])
+        layers, weights = bank.weights_of(pending[rows, PENDING_MLP])
         _encoder_tables(pending[rows], offsets[rows], bank.mlps, layers, weights,
                         bank.layer_scale, bank.act_params, int(bank.max_width),
                         bank.emb_offsets, bank.emb_weights, np.int64(dim), out)

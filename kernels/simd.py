@@ -30,6 +30,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from plurel_fast.kernels.codes import FOLD_MAX, FOLD_PRODUCT, FOLD_SUM
+
 _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -85,7 +87,6 @@ def row_pointer(context, builder, arr_type, arr_value, row):
 # The folds a block can apply to its results instead of storing them (SPEC §4.4:
 # an encoder's output, weighted and clamped, folded into its node's aggregate).
 FOLD_CLAMP = 1e4
-FOLD_SUM, FOLD_MAX, FOLD_PRODUCT = 0, 1, 2  # the fold codes of the folding blocks
 
 
 def broadcast(builder, value, vec_type):

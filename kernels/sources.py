@@ -34,7 +34,7 @@ from numba import njit, prange
 
 from plurel_fast.kernels.args import row_index
 from plurel_fast.kernels.rng import beta, categorical, normal, subkey, uniform
-from plurel_fast.plan.sources import (
+from plurel_fast.kernels.codes import (
     CATEGORICAL_IID,
     CATEGORICAL_TS,
     COL_AR_RHO,

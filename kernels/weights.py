@@ -36,7 +36,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from plurel_fast.config import INITIALIZATIONS
+from plurel_fast.kernels.codes import INITIALIZATIONS, LAYER_IN, LAYER_OUT, LAYER_WEIGHT_OFFSET
 from plurel_fast.kernels.rng import hash64, subkey, uniform, uniform_open
 
 # Init codes: the index in this tuple (the configuration's names).
@@ -307,16 +307,16 @@ def draw_layers(ids, layers, layer_key, layer_draw, layer_init, layer_density, o
     call under key ``layer_key[l]``, with shape ``layers[l, 1:3]``, init
     ``layer_init[l]`` and density ``layer_density[l]`` (float64, as drawn):
     the same bytes ``draw_weights`` gives it. It goes to
-    ``out[layers[l, 0] : layers[l, 0] + rows * cols]``, so a caller places
+    ``out[off : off + rows * cols]`` (``off = layers[l, LAYER_WEIGHT_OFFSET]``), so a caller places
     the matrices where it likes by rewriting column 0 of (a copy of) the
     bank's ``layers``. The matrices are shared among the threads; each is a
     function of its own counters alone.
     """
     for i in prange(ids.shape[0]):
         layer = ids[i]
-        rows = layers[layer, 1]
-        cols = layers[layer, 2]
-        off = layers[layer, 0]
+        rows = layers[layer, LAYER_IN]
+        cols = layers[layer, LAYER_OUT]
+        off = layers[layer, LAYER_WEIGHT_OFFSET]
         key = layer_key[layer]
         redo = np.empty((rows * cols + 7) // 8 * 8, dtype=np.uint8)
         to_pick = np.empty(cols, dtype=np.float64)

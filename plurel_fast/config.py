@@ -47,63 +47,20 @@ __all__ = [
     "SCMParams",
 ]
 
-# Names a configuration may use (SPEC §1, §2, §4). Order matters only for
-# ACTIVATIONS, which follows SPEC §4.2.
-LAYOUTS = (
-    "ErdosRenyi",
-    "BarabasiAlbert",
-    "RandomTree",
-    "ReverseRandomTree",
-    "WattsStrogatz",
-    "RandomCauchy",
-    "Layered",
+# Names a configuration may use (SPEC §1, §2, §4): owned by kernels.codes, where the
+# kernels read the same tables.
+from plurel_fast.kernels.codes import (  # noqa: E402
+    ACTIVATIONS,
+    AGGREGATIONS,
+    COL_TRANSFORMS,
+    EDGE_WEIGHT_DISTS,
+    INITIALIZATIONS,
+    LAYOUTS,
+    PROPAGATION_MODES,
+    SOURCE_TYPES,
+    SQL_DIALECTS,
+    STYPES,
 )
-ACTIVATIONS = (
-    "relu",
-    "elu",
-    "selu",
-    "silu",
-    "softsign",
-    "tanh",
-    "sigmoid",
-    "hardswish",
-    "mish",
-    "leaky_relu",
-    "gelu",
-    "softplus",
-    "hardsigmoid",
-    "hardtanh",
-    "celu",
-    "tanhshrink",
-    "rrelu",
-    "logsigmoid",
-    "softshrink",
-    "hardshrink",
-    "identity",
-    "abs",
-    "sin",
-    "cos",
-    "sign",
-    "clamp",
-    "signed_log1p",
-    "bent_identity",
-    "random_sine",
-)
-INITIALIZATIONS = (
-    "kaiming_normal",
-    "kaiming_uniform",
-    "xavier_normal",
-    "xavier_uniform",
-    "trunc_normal",
-    "sparse",
-)
-AGGREGATIONS = ("sum", "max", "product", "logexp")
-STYPES = ("categorical", "numerical")
-SOURCE_TYPES = ("ts", "uniform", "gaussian", "beta", "mixed")
-PROPAGATION_MODES = ("type_eager", "type_lazy")
-COL_TRANSFORMS = ("identity", "rank_uniform", "log", "sqrt", "standardize")
-EDGE_WEIGHT_DISTS = ("gaussian", "lognormal", "cauchy", "uniform")
-SQL_DIALECTS = ("sqlite", "postgres", "mysql", "duckdb")
 
 
 class ConfigError(ValueError):

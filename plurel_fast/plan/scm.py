@@ -30,7 +30,8 @@ import math
 import msgspec
 import numpy as np
 
-from plurel_fast.config import AGGREGATIONS, Config
+from plurel_fast.config import Config
+from plurel_fast.kernels.codes import AGG_CODES, AGG_SUM  # noqa: F401 (AGG_SUM: re-export)
 from plurel_fast.kernels.scm import encoder_tables
 from plurel_fast.plan.layouts import build_dag
 from plurel_fast.plan.mlp import MlpBank, MlpBankArrays
@@ -39,8 +40,6 @@ from plurel_fast.plan.rng import plan_rng, seed_sequence
 from plurel_fast.plan.schema import ACTIVITY, TablePlan
 from plurel_fast.plan.sources import SourceBank, plan_categorical_source, plan_numerical_source
 
-AGG_CODES = {name: i for i, name in enumerate(AGGREGATIONS)}  # sum, max, product, logexp
-AGG_SUM = AGG_CODES["sum"]
 
 NO_ID = -1
 

@@ -63,37 +63,34 @@ import math
 import msgspec
 import numpy as np
 
-# Generator type codes (column COL_TYPE).
-GEN_TS = 0
-GEN_UNIFORM = 1
-GEN_GAUSSIAN = 2
-GEN_BETA = 3
-
-# Generator row layout.
-COL_TYPE = 0
-COL_LO = 1
-COL_HI = 2
-COL_TREND_ALPHA = 3
-COL_TREND_SCALE = 4
-COL_CYCLE_FREQ = 5
-COL_CYCLE_SCALE = 6
-COL_NOISE_SCALE = 7
-COL_AR_RHO = 8
-COL_AR_WINDOW = 9
-COL_MEAN = 3
-COL_STD = 4
-COL_BETA_A = 3
-COL_BETA_B = 4
-GEN_WIDTH = 10
-
-# Source kinds (SourceBank.kind).
-NUMERICAL = 0
-CATEGORICAL_TS = 1
-CATEGORICAL_IID = 2
-
-SOURCE_GEN_TYPES = ("ts", "uniform", "gaussian", "beta", "mixed")
-MIXED_SUB_TYPES = ("uniform", "gaussian", "beta")
-_TYPE_CODES = {"ts": GEN_TS, "uniform": GEN_UNIFORM, "gaussian": GEN_GAUSSIAN, "beta": GEN_BETA}
+# Codes and the generator row layout are kernels.codes' (re-exported here for planners).
+from plurel_fast.kernels.codes import (  # noqa: E402, F401
+    CATEGORICAL_IID,
+    CATEGORICAL_TS,
+    COL_AR_RHO,
+    COL_AR_WINDOW,
+    COL_BETA_A,
+    COL_BETA_B,
+    COL_CYCLE_FREQ,
+    COL_CYCLE_SCALE,
+    COL_HI,
+    COL_LO,
+    COL_MEAN,
+    COL_NOISE_SCALE,
+    COL_STD,
+    COL_TREND_ALPHA,
+    COL_TREND_SCALE,
+    COL_TYPE,
+    GEN_BETA,
+    GEN_GAUSSIAN,
+    GEN_TS,
+    GEN_UNIFORM,
+    GEN_WIDTH,
+    MIXED_SUB_TYPES,
+    NUMERICAL,
+)
+from plurel_fast.kernels.codes import GEN_TYPE_CODES as _TYPE_CODES  # noqa: E402
+from plurel_fast.kernels.codes import SOURCE_TYPES as SOURCE_GEN_TYPES  # noqa: E402, F401
 
 # ρ^W below this is treated as zero by the AR(1) warm-up (see ar_window).
 AR_TOLERANCE = 1e-18
