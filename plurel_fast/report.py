@@ -88,7 +88,7 @@ def write_report(path: str | os.PathLike, out: str | os.PathLike, *, card: bool 
 
 
 _CSS = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1300px;color:#222}"
+    "body{font-family:system-ui,sans-serif;margin:1.5em auto;padding:0 1em;max-width:1300px;color:#222}"
     "img{max-width:100%}pre{background:#f4f5f7;padding:.8em;overflow-x:auto;font-size:12px}"
     "section{border-top:1px solid #ddd;margin-top:1.5em}h2 small{color:#667;font-weight:normal}"
 )
