@@ -242,9 +242,7 @@ def _table_summary(root: Path, name: str, spec: dict, role: str) -> TableSummary
     types = {c: column_type(t) for c, t in schema.items()}
     nulls = _null_counts(file, meta, list(schema))
     features = [c for c in schema if c not in {pkey, time_col, *fkeys}]
-    feature_types: dict[str, int] = {}
-    for c in features:
-        feature_types[types[c]] = feature_types.get(types[c], 0) + 1
+    feature_types = _add_counts([{types[c]: 1} for c in features])
     feature_nulls = sum(nulls[c] for c in features)
     token_cols = features + ([time_col] if time_col is not None else [])
     time_range = None

@@ -219,6 +219,7 @@ def _column_figure(t: TableSummary, df: pl.DataFrame):
             a = a[np.isfinite(a)]
             if len(a):
                 ax.hist(a, bins=30, color="#5273a6")
+                ax.locator_params(axis="x", nbins=4)
         elif kind in ("datetime", "date"):
             a = values.to_physical().to_numpy()
             if len(a):
@@ -304,6 +305,8 @@ def _time_figure(t: TableSummary, df: pl.DataFrame, features: list[str]):
 
 
 def _corpus_body(s: CorpusSummary) -> str:
+    from matplotlib.ticker import NullFormatter
+
     parts = [f"<pre>{_esc(format_summary(s))}</pre>", "<h2>Across databases</h2>"]
     dbs = s.databases
     if dbs:
@@ -321,12 +324,15 @@ def _corpus_body(s: CorpusSummary) -> str:
         fig, axes = _grid(len(panels) + 1)
         for ax, (title, values, log) in zip(axes, panels):
             a = np.asarray(values, dtype=np.float64)
-            if log and len(a) and a.min() > 0:
+            if log and len(a) and a.min() > 0 and a.max() > 30 * a.min():  # spans decades
                 bins = np.geomspace(a.min(), a.max() * 1.0001, 20) if a.max() > a.min() else 10
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
+            elif len(a) and np.all(a == np.round(a)) and a.max() - a.min() < 60:
+                bins = np.arange(a.min(), a.max() + 2) - 0.5  # one bar per count
             else:
                 bins = 20
-            ax.hist(a, bins=bins, color="#5273a6")
+            ax.hist(a, bins=bins, color="#5273a6", edgecolor="white", linewidth=0.5)
             ax.set_title(title, fontsize=9)
             ax.tick_params(labelsize=7)
         ax = axes[-1]
