@@ -1,5 +1,7 @@
 """Command line: ``plurel-fast generate`` (one database), ``plurel-fast corpus`` (many,
-one worker process per core) and ``plurel-fast config`` (print a config file)."""
+one worker process per core), ``plurel-fast config`` (print a config file),
+``plurel-fast inspect`` (summarise a database or corpus folder) and ``plurel-fast
+report`` (the same as one HTML page of figures)."""
 
 from __future__ import annotations
 
@@ -51,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--chunk-rows", type=int, default=None, help="rows per kernel call (memory bound only)"
     )
+    gen.add_argument(
+        "--card", action="store_true",
+        help="also write RelBench's dataset card (schema.svg, README.md; needs graphviz)",
+    )
     _corpus_parser(sub)
+    _inspect_parsers(sub)
     cfg = sub.add_parser(
         "config",
         help="print a config file to start from",
@@ -62,6 +69,33 @@ def _parser() -> argparse.ArgumentParser:
     cfg.add_argument("--format", choices=("toml", "json"), default="toml",
                      help="file format to print (default toml)")
     return parser
+
+
+def _inspect_parsers(sub) -> None:
+    ins = sub.add_parser(
+        "inspect",
+        help="summarise a database folder or a corpus folder",
+        description="Print what a database folder (tables, roles, rows, column types, keys, "
+        "time range, nulls, tokens, foreign-key in-degrees) or a corpus folder (totals and "
+        "distributions across databases, failed seeds) holds.",
+    )
+    ins.add_argument("path", type=Path, help="a database folder or a corpus folder")
+    out = ins.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument("--mermaid", action="store_true",
+                     help="print the database's ER diagram in Mermaid erDiagram syntax")
+    rep = sub.add_parser(
+        "report",
+        help="write one HTML page of figures for a database or corpus folder",
+        description="Write a self-contained HTML report: schema diagram, per-column "
+        "histograms, foreign-key in-degrees, activity columns over time; for a corpus the "
+        "distributions across databases. Needs plurel-fast[report] (matplotlib).",
+    )
+    rep.add_argument("path", type=Path, help="a database folder or a corpus folder")
+    rep.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    rep.add_argument("--no-card", dest="card", action="store_false",
+                     help="do not write RelBench's dataset card (schema.svg, README.md) into "
+                     "a database folder")
 
 
 def _config_options(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +210,41 @@ def _generate(args) -> int:
         fkeys = ", ".join(f"{c}->{p}" for c, p in table.fkey_col_to_pkey_table.items())
         print(f"  {name:<10} {kind:<8} {len(table):>8} rows  {fkeys}")
     print(f"generated in {t1 - t0:.2f} s, written to {out} in {t2 - t1:.2f} s")
+    if args.card:
+        from plurel_fast.card import write_card
+
+        missing = write_card(out)
+        print(missing if missing else f"dataset card: {out / 'README.md'}, {out / 'schema.svg'}")
+    return 0
+
+
+def _inspect(args) -> int:
+    import json
+
+    from plurel_fast.inspect import format_summary, inspect_path, to_mermaid
+
+    summary = inspect_path(args.path, degrees=not args.mermaid)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=1))
+    elif args.mermaid:
+        print(to_mermaid(summary))
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def _report(args) -> int:
+    from plurel_fast.report import write_report
+
+    out = args.out.expanduser()
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give the HTML file to write")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
+    page, note = write_report(args.path, out, card=args.card)
+    if note:
+        print(f"{note}; the schema is drawn with matplotlib instead", file=sys.stderr)
+    print(f"report written to {page} ({page.stat().st_size / 1e3:,.0f} kB)")
     return 0
 
 
@@ -247,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             return _corpus(args)
         if args.command == "config":
             return _config(args)
+        if args.command == "inspect":
+            return _inspect(args)
+        if args.command == "report":
+            return _report(args)
     except (ValueError, OSError, TypeError) as err:
         # OSError covers a full disk or a folder that vanished mid-write, each as one line.
         print(f"plurel-fast: error: {err}", file=sys.stderr)
