@@ -113,6 +113,16 @@ def plan_time_window(seed: int, config: Config):
     )
 
 
+def _sample_rows(db_params, kind: str, rng) -> int:
+    """A table's row count: one draw from its kind's row-count choices (SPEC §1)."""
+    choices = (
+        db_params.num_rows_activity_table_choices
+        if kind == ACTIVITY
+        else db_params.num_rows_entity_table_choices
+    )
+    return int(choices.sample(rng))
+
+
 def _midnight(t) -> dt.datetime:
     return dt.datetime(t.year, t.month, t.day)
 
@@ -142,12 +152,7 @@ def plan_schema(seed: int, config: Config) -> SchemaPlan:
     for i in range(num_tables):
         kind = ACTIVITY if out_degree[i] == 0 else ENTITY
         trng = plan_rng(seed, "table", i, "columns")
-        rows_choices = (
-            db_params.num_rows_activity_table_choices
-            if kind == ACTIVITY
-            else db_params.num_rows_entity_table_choices
-        )
-        num_rows = int(rows_choices.sample(trng))
+        num_rows = _sample_rows(db_params, kind, trng)
         num_cols = db_params.num_cols_choices.sample_pl(trng)
         features = []
         for j in range(num_cols):
@@ -206,12 +211,7 @@ def plan_sql_schema(seed: int, config: Config) -> SchemaPlan:
     for i, t in enumerate(sql.tables):
         kind = ACTIVITY if not children[t.name] else ENTITY
         trng = plan_rng(seed, "table", i, "columns")
-        rows_choices = (
-            db_params.num_rows_activity_table_choices
-            if kind == ACTIVITY
-            else db_params.num_rows_entity_table_choices
-        )
-        num_rows = int(rows_choices.sample(trng))
+        num_rows = _sample_rows(db_params, kind, trng)
         times = [c.name for c in t.columns if c.kind == TIME]
         features = []
         for c in t.columns:
