@@ -520,7 +520,10 @@ class SCMParams(_Struct, frozen=True):
     ts_ar_rho_choices : in [0, 1); AR(1) coefficient.
     ts_value_scale_choices : > 0; scale of a source's value range.
     propagation_agg_choices : set from ``AGGREGATIONS``.
-    mlp_in_dim, mlp_out_dim, mlp_emb_dim : ints >= 1.
+    mlp_in_dim, mlp_out_dim : 1, the only width implemented: the input of a column's
+        encoder MLP and the output of its decoder MLP (kept so that ``plurel``
+        configs load unchanged).
+    mlp_emb_dim : int >= 1.
     mlp_num_layers_choices : ints >= 1.
     mlp_weight_density_choices : in (0, 1]; share of non-zero MLP weights.
     source_gen_type_choices : set from ``SOURCE_TYPES``.
@@ -616,6 +619,14 @@ class SCMParams(_Struct, frozen=True):
         _check_choices(self, "propagation_agg_choices", names=AGGREGATIONS)
         for name in ("mlp_in_dim", "mlp_out_dim", "mlp_emb_dim"):
             _check_number(self, name, integer=True, bounds=_at_least(1))
+        for name in ("mlp_in_dim", "mlp_out_dim"):
+            if getattr(self, name) != 1:
+                raise ConfigError(
+                    f"SCMParams.{name} must be 1, got {getattr(self, name)!r}: a column node "
+                    "holds one value per row, so its encoder MLP reads 1 input and its "
+                    "decoder MLP writes 1 output; wider encoders/decoders are not implemented "
+                    "(the kernels would read and write values no row owns)"
+                )
         _check_choices(self, "mlp_num_layers_choices", integer=True, bounds=_at_least(1))
         _check_choices(self, "mlp_weight_density_choices", bounds=_FRACTION_NO_ZERO)
         _check_choices(self, "source_gen_type_choices", names=SOURCE_TYPES)

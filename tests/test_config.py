@@ -245,6 +245,9 @@ INVALID = [
     (SCMParams, {"mlp_emb_dim": 0}, "SCMParams.mlp_emb_dim must be >= 1"),
     (SCMParams, {"mlp_in_dim": 0}, "SCMParams.mlp_in_dim must be >= 1"),
     (SCMParams, {"mlp_out_dim": -1}, "SCMParams.mlp_out_dim must be >= 1"),
+    # wider encoders/decoders are not implemented (issue 17 item 1: they broke determinism)
+    (SCMParams, {"mlp_in_dim": 2}, "SCMParams.mlp_in_dim must be 1, got 2: a column node holds one value per row"),
+    (SCMParams, {"mlp_out_dim": 3}, "SCMParams.mlp_out_dim must be 1, got 3: a column node holds one value per row"),
     (SCMParams, {"bi_hsbm_levels_choices": R(0, 3)}, "SCMParams.bi_hsbm_levels_choices values must be >= 1"),
     (SCMParams, {"bi_hsbm_clusters_per_level_choices": R(0, 3)}, "SCMParams.bi_hsbm_clusters_per_level_choices values must be >= 1"),
     (SCMParams, {"propagate_batch_size": 0}, "SCMParams.propagate_batch_size must be >= 1"),

@@ -16,6 +16,7 @@ from scipy import stats
 
 import plurel_fast
 from plurel_fast import Choices, Config, DatabaseParams
+from plurel_fast.config import ConfigError
 from plurel_fast.generate import activity_dates
 from plurel_fast.plan.schema import plan_schema, plan_time_window
 
@@ -166,6 +167,19 @@ def test_byte_identical_across_threads_chunks_and_processes():
     config = _sized_config((4, 8), (500, 3000), (5000, 20000))
     a = _digests(config, threads=1, chunk_rows=65_536)
     b = _digests(config, threads=2, chunk_rows=1_000)
+    assert a and a == b
+
+
+def test_accepted_mlp_dims_are_byte_identical_across_threads_and_chunks():
+    # 1 is the only mlp_in_dim / mlp_out_dim accepted (others raise ConfigError);
+    # spelled out here so that a change of defaults keeps it covered
+    sized = _sized_config((3, 5), (40, 200), (100, 400))
+    config = sized.replace(scm_params=sized.scm_params.replace(mlp_in_dim=1, mlp_out_dim=1))
+    for name in ("mlp_in_dim", "mlp_out_dim"):
+        with pytest.raises(ConfigError, match=f"SCMParams.{name} must be 1, got 2"):
+            config.scm_params.replace(**{name: 2})
+    a = _digests(config, threads=1, chunk_rows=65_536)
+    b = _digests(config, threads=2, chunk_rows=7)
     assert a and a == b
 
 
