@@ -113,6 +113,50 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
+class FrozenList(list):
+    """A list that cannot change: the type of :attr:`Choices.value`.
+
+    A list rather than a tuple so that ``value`` stays what ``plurel`` users and
+    serialisers expect (``== [1, 5]``, ``msgspec.to_builtins`` gives a plain list,
+    YAML and TOML write a sequence); every method that would change it raises
+    ``TypeError``, since an in-place edit would skip validation and change a
+    config after its ``config_hash`` was taken. Hashable, by content.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, items=()):
+        self = super().__new__(cls)
+        list.extend(self, items)
+        return self
+
+    def __init__(self, items=()):  # filled by __new__; re-running __init__ must not refill
+        pass
+
+    def _immutable(self, *args, **kwargs):
+        raise TypeError(
+            "Choices.value cannot be changed in place (a config is immutable once "
+            "validated); build a new one, e.g. Choices('range', [lo, hi]), and use "
+            "config.replace(...)"
+        )
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _immutable
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _immutable
+
+    def __hash__(self):
+        return hash(tuple(self))
+
+    def __reduce__(self):  # pickle and copy without the list protocol's appends
+        return (FrozenList, (list(self),))
+
+
+def _frozen(values) -> FrozenList:
+    """A FrozenList of the values, lists inside it frozen too, NumPy scalars made plain."""
+    return FrozenList(
+        _frozen(v) if isinstance(v, (list, tuple)) else _plain(v) for v in values
+    )
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -141,8 +185,9 @@ class Choices(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``[1, 5]`` and ``[1.0, 5.0]`` are different rules (and compare unequal).
     ``Choices(kind="set", value=[...])`` picks one element uniformly.
 
-    ``value`` is copied on construction (a tuple is accepted and stored as a list;
-    NumPy scalars become Python scalars).
+    ``value`` is copied on construction into a :class:`FrozenList` (a list or
+    tuple is accepted, and so are lists inside it; NumPy scalars become Python
+    scalars): a validated config cannot be edited in place.
     """
 
     kind: Literal["range", "set"]
@@ -155,7 +200,15 @@ class Choices(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(
                 f"Choices.value must be a list, got {type(self.value).__name__} {self.value!r}"
             )
-        values = [_plain(v) for v in self.value]
+        values = _frozen(self.value)
+        for v in values:
+            try:
+                hash(v)
+            except TypeError:
+                raise ConfigError(
+                    "Choices.value elements must be numbers, strings or lists of them "
+                    f"(a config is immutable), got {type(v).__name__} {v!r}"
+                ) from None
         force_setattr(self, "value", values)
         if self.kind == "set":
             if not values:

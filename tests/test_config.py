@@ -1,7 +1,9 @@
 """Config: defaults (SPEC §1-4), validation, serialisation, hashing, sampling (SPEC §0)."""
 
+import copy
 import datetime as dt
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from plurel_fast.config import (
     ConfigError,
     DAGParams,
     DatabaseParams,
+    FrozenList,
     SCMParams,
 )
 
@@ -407,6 +410,44 @@ def test_choices_copies_its_list():
     assert ch.value == ["relu", "tanh"]
 
 
+def test_choices_are_immutable():
+    # issue 17: an in-place edit of value bypassed validation and changed config_hash
+    c = Config()
+    ch = c.database_params.num_rows_entity_table_choices
+    before = c.config_hash
+    edits = [
+        lambda v: v.append(0), lambda v: v.extend([1]), lambda v: v.insert(0, 1),
+        lambda v: v.remove(500), lambda v: v.pop(), lambda v: v.clear(), lambda v: v.sort(),
+        lambda v: v.reverse(), lambda v: v.__setitem__(0, 10), lambda v: v.__delitem__(0),
+        lambda v: v.__iadd__([1]), lambda v: v.__imul__(2),
+    ]
+    for edit in edits:
+        with pytest.raises(TypeError, match="Choices.value cannot be changed in place"):
+            edit(ch.value)
+    ch.value.__init__([10, 5])  # a no-op, not a refill
+    with pytest.raises(AttributeError):
+        ch.value = [10, 5]
+    assert ch.value == [500, 1000] and c.config_hash == before
+    # a list everywhere else: equality, serialisation, pickling, copies
+    assert isinstance(ch.value, list) and ch.value == [500, 1000] and ch.value + [1] == [500, 1000, 1]
+    assert type(msgspec.to_builtins(ch)["value"]) is list
+    assert pickle.loads(pickle.dumps(c)) == c and copy.deepcopy(c) == c
+    assert type(copy.deepcopy(c).database_params.num_rows_entity_table_choices.value) is FrozenList
+    # lists inside a value are frozen too; unhashable elements are refused
+    nested = Choices("set", [[1, 2], (3, [4])])
+    assert nested.value == [[1, 2], [3, [4]]] and type(nested.value[1][1]) is FrozenList
+    assert repr(nested) == "Choices(kind='set', value=[[1, 2], [3, [4]]])"
+    with pytest.raises(ConfigError, match=r"Choices.value elements must be numbers, strings or lists of them.*got dict"):
+        Choices("set", [{"a": 1}])
+    # lists and tuples give equal configs, hashes and serialisations
+    a = DatabaseParams(num_tables_choices=Choices("range", [3, 7]))
+    b = DatabaseParams(num_tables_choices=Choices("range", (3, 7)))
+    assert a == b and hash(a) == hash(b)
+    assert Config(database_params=a).config_hash == Config(database_params=b).config_hash
+    assert Config(database_params=a).to_json() == Config(database_params=b).to_json()
+    assert Config(database_params=a).to_toml() == Config(database_params=b).to_toml()
+
+
 def test_choices_equality_is_type_aware():
     assert R(1, 5) != R(1.0, 5.0)
     assert not (R(1, 5) == R(1.0, 5.0))
@@ -532,6 +573,12 @@ def test_hash_format_and_equality():
     assert Config().config_hash == h
     assert Config.from_toml(Config().to_toml()).config_hash == h
     assert Config.preset("default").config_hash == h
+
+
+def test_hash_of_presets_is_pinned():
+    # recorded in every cached database's manifest: a change makes caches mismatch
+    assert Config().config_hash == "4e28944eec1c957f"
+    assert Config.preset("v1.0.0").config_hash == "8c1a7f978d3e6b75"
 
 
 def test_hash_ignores_cache_dir_only():
