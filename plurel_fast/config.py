@@ -446,6 +446,11 @@ def _to_datetime(v) -> dt.datetime:
     raise TypeError(type(v).__name__)
 
 
+# The whole days datetime64[ns] holds (1677-09-21 00:12:43 to 2262-04-11 23:47:16).
+_EARLIEST_TIMESTAMP = dt.datetime(1677, 9, 22)
+_LATEST_TIMESTAMP = dt.datetime(2262, 4, 11)
+
+
 def _check_timestamp(obj, name: str) -> None:
     where = f"{type(obj).__name__}.{name}"
     v = getattr(obj, name)
@@ -502,8 +507,9 @@ class DatabaseParams(_Struct, frozen=True):
     num_cols_choices : int range, lo >= 1; feature columns per table, drawn with
         P(k) proportional to 1/k so most tables are narrow.
     min_timestamp, max_timestamp : naive datetimes (a date, ``pandas.Timestamp`` or ISO
-        string is accepted and converted) at least 2 days apart; each database picks
-        its own time window of two distinct days between them.
+        string is accepted and converted) at least 2 days apart, within
+        1677-09-22 .. 2262-04-11 (what the datetime64[ns] date columns hold); each
+        database picks its own time window of two distinct days between them.
     column_nan_perc_choices : fraction of nulls per float column, in [0, 1).
     col_transform_choices : set of names from ``COL_TRANSFORMS`` (SPEC §5).
     """
@@ -536,6 +542,21 @@ class DatabaseParams(_Struct, frozen=True):
         _check_timestamp(self, "min_timestamp")
         _check_timestamp(self, "max_timestamp")
         lo, hi = self.min_timestamp, self.max_timestamp
+        # Dates are datetime64[ns]; out of its range they would wrap around. A
+        # window's days lie in [midnight(min), midnight(max)), so these bounds
+        # keep every day (and the split timestamps) representable.
+        if lo < _EARLIEST_TIMESTAMP:
+            raise ConfigError(
+                f"DatabaseParams.min_timestamp must be {_EARLIEST_TIMESTAMP.date()} or later, "
+                f"got {lo}: the date columns are datetime64[ns], which holds "
+                "1677-09-21 00:12:43 to 2262-04-11 23:47:16"
+            )
+        if hi > _LATEST_TIMESTAMP:
+            raise ConfigError(
+                f"DatabaseParams.max_timestamp must be {_LATEST_TIMESTAMP.date()} or earlier, "
+                f"got {hi}: the date columns are datetime64[ns], which holds "
+                "1677-09-21 00:12:43 to 2262-04-11 23:47:16"
+            )
         if not lo < hi:
             raise ConfigError(
                 f"DatabaseParams.min_timestamp ({lo}) must be earlier than "

@@ -253,8 +253,12 @@ def activity_dates(
     Each value depends only on its row index, so chunks concatenate exactly.
     """
     stop = n if stop is None else stop
-    lo = np.datetime64(db_min, "ns").astype(np.int64)
-    hi = np.datetime64(db_max, "ns").astype(np.int64)
+    lo = int(np.datetime64(db_min, "ns").astype(np.int64))
+    hi = int(np.datetime64(db_max, "ns").astype(np.int64))
+    # Python ints: a window of more than 292 years (up to the 584 that datetime64[ns]
+    # holds) overflows int64 in hi - lo and in the offsets, which then wrapped
+    # around. Offsets are below 2**64, so unsigned arithmetic modulo 2**64 gives
+    # lo + offset exactly; for shorter windows the values are those of int64.
     step = (hi - lo) / (n - 1) if n > 1 else 0.0
-    offsets = np.rint(np.arange(start, stop, dtype=np.float64) * step).astype(np.int64)
-    return (lo + offsets).astype("datetime64[ns]")
+    offsets = np.rint(np.arange(start, stop, dtype=np.float64) * step).astype(np.uint64)
+    return (np.uint64(lo % 2**64) + offsets).view(np.int64).astype("datetime64[ns]")

@@ -260,6 +260,11 @@ INVALID = [
     (DatabaseParams, {"min_timestamp": "not a date"}, "DatabaseParams.min_timestamp must be a datetime"),
     (DatabaseParams, {"max_timestamp": 12345}, "DatabaseParams.max_timestamp must be a datetime"),
     (DatabaseParams, {"min_timestamp": "2020-01-01T00:00:00+02:00"}, "DatabaseParams.min_timestamp must be a naive time"),
+    # out of what datetime64[ns] holds they wrapped around (issue 17)
+    (DatabaseParams, {"min_timestamp": "1677-09-21T12:00:00"}, "DatabaseParams.min_timestamp must be 1677-09-22 or later, got 1677-09-21 12:00:00: the date columns are datetime64[ns]"),
+    (DatabaseParams, {"min_timestamp": "1000-01-01"}, "DatabaseParams.min_timestamp must be 1677-09-22 or later, got 1000-01-01 00:00:00"),
+    (DatabaseParams, {"max_timestamp": "2262-04-11T00:00:01"}, "DatabaseParams.max_timestamp must be 2262-04-11 or earlier, got 2262-04-11 00:00:01"),
+    (DatabaseParams, {"max_timestamp": "3000-01-01"}, "DatabaseParams.max_timestamp must be 2262-04-11 or earlier"),
     # types
     (Config, {"val_split": "a"}, "Config.val_split must be a number, got str 'a'"),
     (Config, {"test_split": None}, "Config.test_split must be a number"),

@@ -95,6 +95,27 @@ def test_time_window_and_splits():
     assert stats.kstest(x, lambda q: 1 - (1 - q) ** 2).pvalue > 1e-4
 
 
+@pytest.mark.parametrize(
+    "lo, hi",
+    [("1677-09-22", "1677-09-25"), ("2262-04-08", "2262-04-11"), ("1677-09-22", "2262-04-11")],
+)
+def test_extreme_time_windows_keep_dates_in_order(lo, hi):
+    # the widest window DatabaseParams accepts; beyond it datetime64[ns] wrapped around
+    config = SMALL.replace(
+        database_params=SMALL.database_params.replace(min_timestamp=lo, max_timestamp=hi)
+    )
+    lo_ns, hi_ns = np.datetime64(lo, "ns"), np.datetime64(hi, "ns")
+    for seed in range(4):
+        db = plurel_fast.generate(seed, config)
+        assert lo_ns <= np.datetime64(db.val_timestamp, "ns") <= np.datetime64(db.test_timestamp, "ns") <= hi_ns
+        for table in db.table_dict.values():
+            if table.time_col is not None:
+                dates = table.df[table.time_col].to_numpy()
+                assert dates.dtype == np.dtype("datetime64[ns]")
+                assert (np.diff(dates.astype(np.int64)) >= 0).all()
+                assert lo_ns <= dates.min() and dates.max() <= hi_ns
+
+
 def test_num_cols_power_law():
     config = Config()
     counts = np.zeros(41)
