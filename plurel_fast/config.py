@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -879,7 +880,55 @@ def _format_of(path: Path) -> str:
     return suffix[1:]
 
 
+class _DuplicateKeys(dict):
+    """A JSON object in which ``duplicate`` appeared more than once."""
+
+    duplicate: str
+
+
+def _no_duplicates(pairs):
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            obj = _DuplicateKeys(obj)
+            obj.duplicate = key
+            return obj
+        seen.add(key)
+
+
+def _duplicate_key_path(obj, path="$"):
+    """``$.a.b.key`` of the first key found twice in one object, or None."""
+    if isinstance(obj, _DuplicateKeys):
+        return f"{path}.{obj.duplicate}"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        found = _duplicate_key_path(value, f"{path}[{key}]" if isinstance(obj, list) else f"{path}.{key}")
+        if found:
+            return found
+    return None
+
+
+def _check_json_keys(data, source: str) -> None:
+    """JSON itself allows a key twice in an object (the last one wins), so a config
+    with a field given twice would silently use one of them: refuse it."""
+    try:
+        tree = json.loads(data, object_pairs_hook=_no_duplicates)
+    except (ValueError, TypeError, RecursionError):
+        return  # not JSON: msgspec's decoder says where
+    path = _duplicate_key_path(tree)
+    if path is not None:
+        raise ConfigError(
+            f"invalid config in {source}: key `{path}` is given more than once; "
+            "write each field once"
+        )
+
+
 def _decode(decode: Callable, data, source: str) -> Config:
+    if decode is msgspec.json.decode:
+        _check_json_keys(data, source)
     try:
         return decode(data, type=Config)
     except msgspec.ValidationError as e:

@@ -738,3 +738,18 @@ def test_sample_pl_needs_int_range_from_one():
 def test_low_high():
     assert (R(2, 9).low, R(2, 9).high) == (2, 9)
     assert (S(5, 1, 3).low, S(5, 1, 3).high) == (1, 5)
+
+
+def test_json_duplicate_keys_are_refused(tmp_path):
+    # JSON lets a key repeat (the last wins): a field given twice must not pass silently
+    with pytest.raises(ConfigError, match=re.escape("invalid config in JSON: key `$.val_split` is given more than once")):
+        Config.from_json('{"val_split": 0.5, "val_split": 0.7}')
+    doc = '{"database_params": {"num_tables_choices": {"kind": "range", "value": [3, 4], "value": [5, 6]}}}'
+    path = tmp_path / "dup.json"
+    path.write_text(doc)
+    with pytest.raises(ConfigError, match=re.escape(f"invalid config in {path}: key `$.database_params.num_tables_choices.value` is given more than once")):
+        Config.load(path)
+    # TOML refuses repeated keys by itself
+    with pytest.raises(ConfigError, match="cannot parse TOML"):
+        Config.from_toml("val_split = 0.5\nval_split = 0.7\n")
+    assert Config.from_json(Config().to_json()) == Config()
