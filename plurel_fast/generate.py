@@ -202,8 +202,28 @@ def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.n
 
     for i, qplan in enumerate(scm.quantize):
         if qplan is not None:
-            values[:, i] = quantize(values[:, i].astype(np.float64), qplan)
+            values[:, i] = quantize(finite(values[:, i].astype(np.float64)), qplan)
     return values
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def finite(x: np.ndarray) -> np.ndarray:
+    """``x`` with ±inf saturated at ±float32 max and NaN as 0; ``x`` itself when finite.
+
+    SCM values can overflow float32: a node of a dense SCM with product
+    aggregation multiplies one clamped input (up to 1e4) per parent, and an
+    infinite aggregate comes out of the decoder as ±inf or NaN (inf * 0,
+    inf - inf); extreme source scales overflow the same way. Such values made
+    NaN/inf features and crashed lazy quantization in ~1% of the tables of
+    random valid configs (issue 17). They are made finite where they leave the
+    SCM (features, quantization), not inside it: every value that was finite
+    keeps its bytes, and children read their parents' values as before.
+    """
+    if np.isfinite(x).all():
+        return x
+    return np.nan_to_num(x, nan=0.0, posinf=_FLOAT32_MAX, neginf=-_FLOAT32_MAX)
 
 
 def _stack(partials: list, num_slots: int, dim: int) -> np.ndarray:
@@ -218,11 +238,16 @@ def _stack(partials: list, num_slots: int, dim: int) -> np.ndarray:
 def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
     """Key columns, post-processed features (SPEC §5) and the date column."""
     n = table.num_rows
+    post = plan.posts[table.id]
+    transform_of = dict(zip(post.float_cols, post.transforms))
     float_columns = {}
     categorical_columns = {}
     for i, col in enumerate(table.features):
         if col.num_categories == 0:
-            float_columns[col.name] = values[:, i].astype(np.float64)
+            x = values[:, i].astype(np.float64)
+            # Ranks are finite whatever the values (NaN ranks last): that column's
+            # input stays as it was, so its output keeps its bytes.
+            float_columns[col.name] = x if transform_of[col.name] == "rank_uniform" else finite(x)
         else:
             categorical_columns[col.name] = (
                 values[:, i].astype(np.int64),
@@ -230,7 +255,7 @@ def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
                 list(col.categories) if col.categories is not None else None,
             )
     features = post_process_table(
-        plan.posts[table.id], float_columns, categorical_columns,
+        post, float_columns, categorical_columns,
         order=[c.name for c in table.features],
     )
     series = [pl.Series(name, col) for name, col in keys.items()]
