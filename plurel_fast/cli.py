@@ -6,6 +6,7 @@ report`` (the same as one HTML page of figures)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -149,6 +150,10 @@ def _load_config(args):
         return Config.preset(args.preset)
     if args.config is None:
         return Config()
+    if args.config.is_dir():
+        raise ValueError(
+            f"--config {args.config} is a folder; give a config file (.json or .toml)"
+        )
     if not args.config.is_file():
         raise FileNotFoundError(f"config file {args.config} does not exist")
     return Config.load(args.config)
@@ -182,7 +187,18 @@ def _generate(args) -> int:
 
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.chunk_rows is not None and args.chunk_rows < 1:
+        raise ValueError(
+            f"--chunk-rows must be a positive number of rows, got {args.chunk_rows}; "
+            f"leave it out for the default ({DEFAULT_CHUNK_ROWS})"
+        )
     out = args.out.expanduser()
+    if out.is_symlink() and not out.exists():
+        # refused with or without --overwrite: saving replaces only folders
+        raise FileExistsError(
+            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+            "remove the link or choose another --out"
+        )
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     config = _with_schema(_load_config(args), args)
@@ -198,7 +214,10 @@ def _generate(args) -> int:
                   file=sys.stderr, flush=True)
 
     db = generate(
-        args.seed, config, chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS, on_table=progress
+        args.seed,
+        config,
+        chunk_rows=DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows,
+        on_table=progress,
     )
     t1 = time.perf_counter()
     db.save(out, overwrite=args.overwrite)

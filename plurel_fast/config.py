@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -72,6 +73,50 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
+class FrozenList(list):
+    """A list that cannot change: the type of :attr:`Choices.value`.
+
+    A list rather than a tuple so that ``value`` stays what ``plurel`` users and
+    serialisers expect (``== [1, 5]``, ``msgspec.to_builtins`` gives a plain list,
+    YAML and TOML write a sequence); every method that would change it raises
+    ``TypeError``, since an in-place edit would skip validation and change a
+    config after its ``config_hash`` was taken. Hashable, by content.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, items=()):
+        self = super().__new__(cls)
+        list.extend(self, items)
+        return self
+
+    def __init__(self, items=()):  # filled by __new__; re-running __init__ must not refill
+        pass
+
+    def _immutable(self, *args, **kwargs):
+        raise TypeError(
+            "Choices.value cannot be changed in place (a config is immutable once "
+            "validated); build a new one, e.g. Choices('range', [lo, hi]), and use "
+            "config.replace(...)"
+        )
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _immutable
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _immutable
+
+    def __hash__(self):
+        return hash(tuple(self))
+
+    def __reduce__(self):  # pickle and copy without the list protocol's appends
+        return (FrozenList, (list(self),))
+
+
+def _frozen(values) -> FrozenList:
+    """A FrozenList of the values, lists inside it frozen too, NumPy scalars made plain."""
+    return FrozenList(
+        _frozen(v) if isinstance(v, (list, tuple)) else _plain(v) for v in values
+    )
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -100,8 +145,9 @@ class Choices(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``[1, 5]`` and ``[1.0, 5.0]`` are different rules (and compare unequal).
     ``Choices(kind="set", value=[...])`` picks one element uniformly.
 
-    ``value`` is copied on construction (a tuple is accepted and stored as a list;
-    NumPy scalars become Python scalars).
+    ``value`` is copied on construction into a :class:`FrozenList` (a list or
+    tuple is accepted, and so are lists inside it; NumPy scalars become Python
+    scalars): a validated config cannot be edited in place.
     """
 
     kind: Literal["range", "set"]
@@ -114,7 +160,15 @@ class Choices(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(
                 f"Choices.value must be a list, got {type(self.value).__name__} {self.value!r}"
             )
-        values = [_plain(v) for v in self.value]
+        values = _frozen(self.value)
+        for v in values:
+            try:
+                hash(v)
+            except TypeError:
+                raise ConfigError(
+                    "Choices.value elements must be numbers, strings or lists of them "
+                    f"(a config is immutable), got {type(v).__name__} {v!r}"
+                ) from None
         force_setattr(self, "value", values)
         if self.kind == "set":
             if not values:
@@ -352,6 +406,11 @@ def _to_datetime(v) -> dt.datetime:
     raise TypeError(type(v).__name__)
 
 
+# The whole days datetime64[ns] holds (1677-09-21 00:12:43 to 2262-04-11 23:47:16).
+_EARLIEST_TIMESTAMP = dt.datetime(1677, 9, 22)
+_LATEST_TIMESTAMP = dt.datetime(2262, 4, 11)
+
+
 def _check_timestamp(obj, name: str) -> None:
     where = f"{type(obj).__name__}.{name}"
     v = getattr(obj, name)
@@ -408,8 +467,9 @@ class DatabaseParams(_Struct, frozen=True):
     num_cols_choices : int range, lo >= 1; feature columns per table, drawn with
         P(k) proportional to 1/k so most tables are narrow.
     min_timestamp, max_timestamp : naive datetimes (a date, ``pandas.Timestamp`` or ISO
-        string is accepted and converted) at least 2 days apart; each database picks
-        its own time window of two distinct days between them.
+        string is accepted and converted) at least 2 days apart, within
+        1677-09-22 .. 2262-04-11 (what the datetime64[ns] date columns hold); each
+        database picks its own time window of two distinct days between them.
     column_nan_perc_choices : fraction of nulls per float column, in [0, 1).
     col_transform_choices : set of names from ``COL_TRANSFORMS`` (SPEC §5).
     """
@@ -442,6 +502,21 @@ class DatabaseParams(_Struct, frozen=True):
         _check_timestamp(self, "min_timestamp")
         _check_timestamp(self, "max_timestamp")
         lo, hi = self.min_timestamp, self.max_timestamp
+        # Dates are datetime64[ns]; out of its range they would wrap around. A
+        # window's days lie in [midnight(min), midnight(max)), so these bounds
+        # keep every day (and the split timestamps) representable.
+        if lo < _EARLIEST_TIMESTAMP:
+            raise ConfigError(
+                f"DatabaseParams.min_timestamp must be {_EARLIEST_TIMESTAMP.date()} or later, "
+                f"got {lo}: the date columns are datetime64[ns], which holds "
+                "1677-09-21 00:12:43 to 2262-04-11 23:47:16"
+            )
+        if hi > _LATEST_TIMESTAMP:
+            raise ConfigError(
+                f"DatabaseParams.max_timestamp must be {_LATEST_TIMESTAMP.date()} or earlier, "
+                f"got {hi}: the date columns are datetime64[ns], which holds "
+                "1677-09-21 00:12:43 to 2262-04-11 23:47:16"
+            )
         if not lo < hi:
             raise ConfigError(
                 f"DatabaseParams.min_timestamp ({lo}) must be earlier than "
@@ -479,7 +554,10 @@ class SCMParams(_Struct, frozen=True):
     ts_ar_rho_choices : in [0, 1); AR(1) coefficient.
     ts_value_scale_choices : > 0; scale of a source's value range.
     propagation_agg_choices : set from ``AGGREGATIONS``.
-    mlp_in_dim, mlp_out_dim, mlp_emb_dim : ints >= 1.
+    mlp_in_dim, mlp_out_dim : 1, the only width implemented: the input of a column's
+        encoder MLP and the output of its decoder MLP (kept so that ``plurel``
+        configs load unchanged).
+    mlp_emb_dim : int >= 1.
     mlp_num_layers_choices : ints >= 1.
     mlp_weight_density_choices : in (0, 1]; share of non-zero MLP weights.
     source_gen_type_choices : set from ``SOURCE_TYPES``.
@@ -575,6 +653,14 @@ class SCMParams(_Struct, frozen=True):
         _check_choices(self, "propagation_agg_choices", names=AGGREGATIONS)
         for name in ("mlp_in_dim", "mlp_out_dim", "mlp_emb_dim"):
             _check_number(self, name, integer=True, bounds=_at_least(1))
+        for name in ("mlp_in_dim", "mlp_out_dim"):
+            if getattr(self, name) != 1:
+                raise ConfigError(
+                    f"SCMParams.{name} must be 1, got {getattr(self, name)!r}: a column node "
+                    "holds one value per row, so its encoder MLP reads 1 input and its "
+                    "decoder MLP writes 1 output; wider encoders/decoders are not implemented "
+                    "(the kernels would read and write values no row owns)"
+                )
         _check_choices(self, "mlp_num_layers_choices", integer=True, bounds=_at_least(1))
         _check_choices(self, "mlp_weight_density_choices", bounds=_FRACTION_NO_ZERO)
         _check_choices(self, "source_gen_type_choices", names=SOURCE_TYPES)
@@ -793,7 +879,55 @@ def _format_of(path: Path) -> str:
     return suffix[1:]
 
 
+class _DuplicateKeys(dict):
+    """A JSON object in which ``duplicate`` appeared more than once."""
+
+    duplicate: str
+
+
+def _no_duplicates(pairs):
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            obj = _DuplicateKeys(obj)
+            obj.duplicate = key
+            return obj
+        seen.add(key)
+
+
+def _duplicate_key_path(obj, path="$"):
+    """``$.a.b.key`` of the first key found twice in one object, or None."""
+    if isinstance(obj, _DuplicateKeys):
+        return f"{path}.{obj.duplicate}"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        found = _duplicate_key_path(value, f"{path}[{key}]" if isinstance(obj, list) else f"{path}.{key}")
+        if found:
+            return found
+    return None
+
+
+def _check_json_keys(data, source: str) -> None:
+    """JSON itself allows a key twice in an object (the last one wins), so a config
+    with a field given twice would silently use one of them: refuse it."""
+    try:
+        tree = json.loads(data, object_pairs_hook=_no_duplicates)
+    except (ValueError, TypeError, RecursionError):
+        return  # not JSON: msgspec's decoder says where
+    path = _duplicate_key_path(tree)
+    if path is not None:
+        raise ConfigError(
+            f"invalid config in {source}: key `{path}` is given more than once; "
+            "write each field once"
+        )
+
+
 def _decode(decode: Callable, data, source: str) -> Config:
+    if decode is msgspec.json.decode:
+        _check_json_keys(data, source)
     try:
         return decode(data, type=Config)
     except msgspec.ValidationError as e:

@@ -109,7 +109,13 @@ def execute(
         source_columns[name] = [c for c in sources if c in frames[name].columns]
         seconds[name] = round(time.perf_counter() - started, 6)
         if on_table is not None:
-            on_table(table, len(frames), len(schema.order))
+            # The plan as generated: without the feature columns post-processing dropped
+            # (single-valued booleans), so progress counts what the table holds.
+            kept = tuple(c for c in table.features if c.name in frames[name].columns)
+            shown = table if len(kept) == len(table.features) else msgspec.structs.replace(
+                table, features=kept
+            )
+            on_table(shown, len(frames), len(schema.order))
     tables = {
         t.name: Table(
             frames[t.name],
@@ -235,8 +241,28 @@ def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.n
 
     for i, qplan in enumerate(scm.quantize):
         if qplan is not None:
-            values[:, i] = quantize(values[:, i].astype(np.float64), qplan)
+            values[:, i] = quantize(finite(values[:, i].astype(np.float64)), qplan)
     return values
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def finite(x: np.ndarray) -> np.ndarray:
+    """``x`` with ±inf saturated at ±float32 max and NaN as 0; ``x`` itself when finite.
+
+    SCM values can overflow float32: a node of a dense SCM with product
+    aggregation multiplies one clamped input (up to 1e4) per parent, and an
+    infinite aggregate comes out of the decoder as ±inf or NaN (inf * 0,
+    inf - inf); extreme source scales overflow the same way. Such values made
+    NaN/inf features and crashed lazy quantization in ~1% of the tables of
+    random valid configs (issue 17). They are made finite where they leave the
+    SCM (features, quantization), not inside it: every value that was finite
+    keeps its bytes, and children read their parents' values as before.
+    """
+    if np.isfinite(x).all():
+        return x
+    return np.nan_to_num(x, nan=0.0, posinf=_FLOAT32_MAX, neginf=-_FLOAT32_MAX)
 
 
 def _stack(partials: list, num_slots: int, dim: int) -> np.ndarray:
@@ -251,11 +277,16 @@ def _stack(partials: list, num_slots: int, dim: int) -> np.ndarray:
 def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
     """Key columns, post-processed features (SPEC §5) and the date column."""
     n = table.num_rows
+    post = plan.posts[table.id]
+    transform_of = dict(zip(post.float_cols, post.transforms))
     float_columns = {}
     categorical_columns = {}
     for i, col in enumerate(table.features):
         if col.num_categories == 0:
-            float_columns[col.name] = values[:, i].astype(np.float64)
+            x = values[:, i].astype(np.float64)
+            # Ranks are finite whatever the values (NaN ranks last): that column's
+            # input stays as it was, so its output keeps its bytes.
+            float_columns[col.name] = x if transform_of[col.name] == "rank_uniform" else finite(x)
         else:
             categorical_columns[col.name] = (
                 values[:, i].astype(np.int64),
@@ -263,7 +294,7 @@ def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
                 list(col.categories) if col.categories is not None else None,
             )
     features = post_process_table(
-        plan.posts[table.id], float_columns, categorical_columns,
+        post, float_columns, categorical_columns,
         order=[c.name for c in table.features],
     )
     series = [pl.Series(name, col) for name, col in keys.items()]
@@ -289,8 +320,12 @@ def activity_dates(
     Each value depends only on its row index, so chunks concatenate exactly.
     """
     stop = n if stop is None else stop
-    lo = np.datetime64(db_min, "ns").astype(np.int64)
-    hi = np.datetime64(db_max, "ns").astype(np.int64)
+    lo = int(np.datetime64(db_min, "ns").astype(np.int64))
+    hi = int(np.datetime64(db_max, "ns").astype(np.int64))
+    # Python ints: a window of more than 292 years (up to the 584 that datetime64[ns]
+    # holds) overflows int64 in hi - lo and in the offsets, which then wrapped
+    # around. Offsets are below 2**64, so unsigned arithmetic modulo 2**64 gives
+    # lo + offset exactly; for shorter windows the values are those of int64.
     step = (hi - lo) / (n - 1) if n > 1 else 0.0
-    offsets = np.rint(np.arange(start, stop, dtype=np.float64) * step).astype(np.int64)
-    return (lo + offsets).astype("datetime64[ns]")
+    offsets = np.rint(np.arange(start, stop, dtype=np.float64) * step).astype(np.uint64)
+    return (np.uint64(lo % 2**64) + offsets).view(np.int64).astype("datetime64[ns]")

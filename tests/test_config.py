@@ -1,7 +1,9 @@
 """Config: defaults (SPEC §1-4), validation, serialisation, hashing, sampling (SPEC §0)."""
 
+import copy
 import datetime as dt
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from plurel_fast.config import (
     ConfigError,
     DAGParams,
     DatabaseParams,
+    FrozenList,
     SCMParams,
 )
 
@@ -248,6 +251,9 @@ INVALID = [
     (SCMParams, {"mlp_emb_dim": 0}, "SCMParams.mlp_emb_dim must be >= 1"),
     (SCMParams, {"mlp_in_dim": 0}, "SCMParams.mlp_in_dim must be >= 1"),
     (SCMParams, {"mlp_out_dim": -1}, "SCMParams.mlp_out_dim must be >= 1"),
+    # wider encoders/decoders are not implemented (issue 17 item 1: they broke determinism)
+    (SCMParams, {"mlp_in_dim": 2}, "SCMParams.mlp_in_dim must be 1, got 2: a column node holds one value per row"),
+    (SCMParams, {"mlp_out_dim": 3}, "SCMParams.mlp_out_dim must be 1, got 3: a column node holds one value per row"),
     (SCMParams, {"bi_hsbm_levels_choices": R(0, 3)}, "SCMParams.bi_hsbm_levels_choices values must be >= 1"),
     (SCMParams, {"bi_hsbm_clusters_per_level_choices": R(0, 3)}, "SCMParams.bi_hsbm_clusters_per_level_choices values must be >= 1"),
     (SCMParams, {"propagate_batch_size": 0}, "SCMParams.propagate_batch_size must be >= 1"),
@@ -257,6 +263,11 @@ INVALID = [
     (DatabaseParams, {"min_timestamp": "not a date"}, "DatabaseParams.min_timestamp must be a datetime"),
     (DatabaseParams, {"max_timestamp": 12345}, "DatabaseParams.max_timestamp must be a datetime"),
     (DatabaseParams, {"min_timestamp": "2020-01-01T00:00:00+02:00"}, "DatabaseParams.min_timestamp must be a naive time"),
+    # out of what datetime64[ns] holds they wrapped around (issue 17)
+    (DatabaseParams, {"min_timestamp": "1677-09-21T12:00:00"}, "DatabaseParams.min_timestamp must be 1677-09-22 or later, got 1677-09-21 12:00:00: the date columns are datetime64[ns]"),
+    (DatabaseParams, {"min_timestamp": "1000-01-01"}, "DatabaseParams.min_timestamp must be 1677-09-22 or later, got 1000-01-01 00:00:00"),
+    (DatabaseParams, {"max_timestamp": "2262-04-11T00:00:01"}, "DatabaseParams.max_timestamp must be 2262-04-11 or earlier, got 2262-04-11 00:00:01"),
+    (DatabaseParams, {"max_timestamp": "3000-01-01"}, "DatabaseParams.max_timestamp must be 2262-04-11 or earlier"),
     # types
     (Config, {"val_split": "a"}, "Config.val_split must be a number, got str 'a'"),
     (Config, {"test_split": None}, "Config.test_split must be a number"),
@@ -407,6 +418,44 @@ def test_choices_copies_its_list():
     assert ch.value == ["relu", "tanh"]
 
 
+def test_choices_are_immutable():
+    # issue 17: an in-place edit of value bypassed validation and changed config_hash
+    c = Config()
+    ch = c.database_params.num_rows_entity_table_choices
+    before = c.config_hash
+    edits = [
+        lambda v: v.append(0), lambda v: v.extend([1]), lambda v: v.insert(0, 1),
+        lambda v: v.remove(500), lambda v: v.pop(), lambda v: v.clear(), lambda v: v.sort(),
+        lambda v: v.reverse(), lambda v: v.__setitem__(0, 10), lambda v: v.__delitem__(0),
+        lambda v: v.__iadd__([1]), lambda v: v.__imul__(2),
+    ]
+    for edit in edits:
+        with pytest.raises(TypeError, match="Choices.value cannot be changed in place"):
+            edit(ch.value)
+    ch.value.__init__([10, 5])  # a no-op, not a refill
+    with pytest.raises(AttributeError):
+        ch.value = [10, 5]
+    assert ch.value == [500, 1000] and c.config_hash == before
+    # a list everywhere else: equality, serialisation, pickling, copies
+    assert isinstance(ch.value, list) and ch.value == [500, 1000] and ch.value + [1] == [500, 1000, 1]
+    assert type(msgspec.to_builtins(ch)["value"]) is list
+    assert pickle.loads(pickle.dumps(c)) == c and copy.deepcopy(c) == c
+    assert type(copy.deepcopy(c).database_params.num_rows_entity_table_choices.value) is FrozenList
+    # lists inside a value are frozen too; unhashable elements are refused
+    nested = Choices("set", [[1, 2], (3, [4])])
+    assert nested.value == [[1, 2], [3, [4]]] and type(nested.value[1][1]) is FrozenList
+    assert repr(nested) == "Choices(kind='set', value=[[1, 2], [3, [4]]])"
+    with pytest.raises(ConfigError, match=r"Choices.value elements must be numbers, strings or lists of them.*got dict"):
+        Choices("set", [{"a": 1}])
+    # lists and tuples give equal configs, hashes and serialisations
+    a = DatabaseParams(num_tables_choices=Choices("range", [3, 7]))
+    b = DatabaseParams(num_tables_choices=Choices("range", (3, 7)))
+    assert a == b and hash(a) == hash(b)
+    assert Config(database_params=a).config_hash == Config(database_params=b).config_hash
+    assert Config(database_params=a).to_json() == Config(database_params=b).to_json()
+    assert Config(database_params=a).to_toml() == Config(database_params=b).to_toml()
+
+
 def test_choices_equality_is_type_aware():
     assert R(1, 5) != R(1.0, 5.0)
     assert not (R(1, 5) == R(1.0, 5.0))
@@ -535,6 +584,12 @@ def test_hash_format_and_equality():
     assert Config().config_hash == h
     assert Config.from_toml(Config().to_toml()).config_hash == h
     assert Config.preset("default").config_hash == h
+
+
+def test_hash_of_presets_is_pinned():
+    # recorded in every cached database's manifest: a change makes caches mismatch
+    assert Config().config_hash == "4e28944eec1c957f"
+    assert Config.preset("v1.0.0").config_hash == "8c1a7f978d3e6b75"
 
 
 def test_hash_ignores_cache_dir_only():
@@ -714,3 +769,18 @@ def test_schema_fields_are_checked():
         Config(schema_dialect="oracle")
     with pytest.raises(ConfigError, match="Config.schema_sql must be SQL text"):
         Config(schema_sql=b"CREATE TABLE t (x INT);")
+
+
+def test_json_duplicate_keys_are_refused(tmp_path):
+    # JSON lets a key repeat (the last wins): a field given twice must not pass silently
+    with pytest.raises(ConfigError, match=re.escape("invalid config in JSON: key `$.val_split` is given more than once")):
+        Config.from_json('{"val_split": 0.5, "val_split": 0.7}')
+    doc = '{"database_params": {"num_tables_choices": {"kind": "range", "value": [3, 4], "value": [5, 6]}}}'
+    path = tmp_path / "dup.json"
+    path.write_text(doc)
+    with pytest.raises(ConfigError, match=re.escape(f"invalid config in {path}: key `$.database_params.num_tables_choices.value` is given more than once")):
+        Config.load(path)
+    # TOML refuses repeated keys by itself
+    with pytest.raises(ConfigError, match="cannot parse TOML"):
+        Config.from_toml("val_split = 0.5\nval_split = 0.7\n")
+    assert Config.from_json(Config().to_json()) == Config()

@@ -16,6 +16,7 @@ from scipy import stats
 
 import plurel_fast
 from plurel_fast import Choices, Config, DatabaseParams
+from plurel_fast.config import ConfigError
 from plurel_fast.generate import activity_dates
 from plurel_fast.plan.schema import plan_schema, plan_time_window
 
@@ -94,6 +95,27 @@ def test_time_window_and_splits():
     assert stats.kstest(x, lambda q: 1 - (1 - q) ** 2).pvalue > 1e-4
 
 
+@pytest.mark.parametrize(
+    "lo, hi",
+    [("1677-09-22", "1677-09-25"), ("2262-04-08", "2262-04-11"), ("1677-09-22", "2262-04-11")],
+)
+def test_extreme_time_windows_keep_dates_in_order(lo, hi):
+    # the widest window DatabaseParams accepts; beyond it datetime64[ns] wrapped around
+    config = SMALL.replace(
+        database_params=SMALL.database_params.replace(min_timestamp=lo, max_timestamp=hi)
+    )
+    lo_ns, hi_ns = np.datetime64(lo, "ns"), np.datetime64(hi, "ns")
+    for seed in range(4):
+        db = plurel_fast.generate(seed, config)
+        assert lo_ns <= np.datetime64(db.val_timestamp, "ns") <= np.datetime64(db.test_timestamp, "ns") <= hi_ns
+        for table in db.table_dict.values():
+            if table.time_col is not None:
+                dates = table.df[table.time_col].to_numpy()
+                assert dates.dtype == np.dtype("datetime64[ns]")
+                assert (np.diff(dates.astype(np.int64)) >= 0).all()
+                assert lo_ns <= dates.min() and dates.max() <= hi_ns
+
+
 def test_num_cols_power_law():
     config = Config()
     counts = np.zeros(41)
@@ -166,6 +188,19 @@ def test_byte_identical_across_threads_chunks_and_processes():
     config = _sized_config((4, 8), (500, 3000), (5000, 20000))
     a = _digests(config, threads=1, chunk_rows=65_536)
     b = _digests(config, threads=2, chunk_rows=1_000)
+    assert a and a == b
+
+
+def test_accepted_mlp_dims_are_byte_identical_across_threads_and_chunks():
+    # 1 is the only mlp_in_dim / mlp_out_dim accepted (others raise ConfigError);
+    # spelled out here so that a change of defaults keeps it covered
+    sized = _sized_config((3, 5), (40, 200), (100, 400))
+    config = sized.replace(scm_params=sized.scm_params.replace(mlp_in_dim=1, mlp_out_dim=1))
+    for name in ("mlp_in_dim", "mlp_out_dim"):
+        with pytest.raises(ConfigError, match=f"SCMParams.{name} must be 1, got 2"):
+            config.scm_params.replace(**{name: 2})
+    a = _digests(config, threads=1, chunk_rows=65_536)
+    b = _digests(config, threads=2, chunk_rows=7)
     assert a and a == b
 
 

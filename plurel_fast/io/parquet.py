@@ -213,8 +213,6 @@ def check_destination(target: Path, *, overwrite: bool = False) -> None:
                 "another path"
             )
         _check_replaceable(target)
-    elif target.is_symlink():
-        raise FileExistsError(f"{target} is a dangling symbolic link; remove it or choose another path")
     ancestor = target.absolute().parent
     while not ancestor.exists():
         if ancestor.is_symlink():
