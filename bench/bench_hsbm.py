@@ -1,4 +1,4 @@
-"""pytest-benchmark suite for HSBM foreign keys (SPEC §3).
+"""pytest-benchmark suite for HSBM foreign keys (DESIGN §3).
 
     pytest bench/bench_hsbm.py --benchmark-only
 

@@ -10,17 +10,17 @@ does not depend on its row count (a row count takes one planning draw whatever
 its value), so the plan is redone per size with only the row counts changed.
 
 - ``sources``: ``source_values`` of ``table_0``'s 11 sources (numerical,
-  categorical ts and categorical i.i.d.) over all rows (SPEC §4.3).
+  categorical ts and categorical i.i.d.) over all rows (DESIGN §4.3).
 - ``propagate``: ``propagate`` of ``table_0`` (eager, 30 nodes, 29 edges) over
   all rows, sources precomputed; ``no_parent`` without collation input, the way
   a table without parents runs, ``one_parent`` with its foreign key's
-  pre-aggregated collation input folded into every inner node (SPEC §4.4).
+  pre-aggregated collation input folded into every inner node (DESIGN §4.4).
 - ``collation``: ``collation_partials`` of the entity table ``table_1`` for its
   child, 4 aggregation slots; 8 numerical columns (MLP encoders) and 4
-  categorical ones (encoder tables) with synthetic values (SPEC §4.2).
+  categorical ones (encoder tables) with synthetic values (DESIGN §4.2).
 - ``post``: ``post_process_table`` on 5 float columns (one per transform) and
   3 categorical ones, and its parts: ``apply_transform`` per transform,
-  ``nan_rows``, ``quantize`` (SPEC §4.5, §5).
+  ``nan_rows``, ``quantize`` (DESIGN §4.5, §5).
 
 HSBM sampling is in ``bench_hsbm.py``. ``extra_info["ns_per_row"]`` is the
 best round over the row count. The whole file takes about 1-2 minutes on 2
@@ -89,7 +89,7 @@ def _record(benchmark, n: int, **info):
     benchmark.extra_info.update(info)
 
 
-# ----------------------------------------------------------------- sources (SPEC §4.3)
+# ----------------------------------------------------------------- sources (DESIGN §4.3)
 
 
 @pytest.mark.benchmark(group="sources")
@@ -102,7 +102,7 @@ def test_source_values(benchmark, n):
     _record(benchmark, n, sources=bank.num_sources)
 
 
-# --------------------------------------------------------------- propagation (SPEC §4.4)
+# --------------------------------------------------------------- propagation (DESIGN §4.4)
 
 
 def _node_slot(scm) -> np.ndarray:
@@ -163,7 +163,7 @@ def test_collation_partials(benchmark, n):
     _record(benchmark, n, columns=values.shape[1], slots=len(slot_aggs))
 
 
-# ------------------------------------------------------------ post-processing (SPEC §5)
+# ------------------------------------------------------------ post-processing (DESIGN §5)
 
 
 NAN_PERC = 0.05

@@ -7,7 +7,7 @@ returns *raw values*, one per database, table, foreign key, column or column pai
 (its ``unit``, see ``STATISTICS``); the caller pools or aggregates them.
 
 Definitions (a *feature column* is neither the primary key, a foreign key nor the
-time column; an *activity* table is one with a time column, SPEC §1):
+time column; an *activity* table is one with a time column, DESIGN §1):
 
 tables
     Number of tables.                                                 [database]
@@ -16,7 +16,7 @@ activity_share
 rows_entity, rows_activity
     Row count of each entity / activity table.                        [table]
 feature_cols
-    Feature columns of each table (after post-processing, SPEC §5, so
+    Feature columns of each table (after post-processing, DESIGN §5, so
     single-valued boolean columns are already dropped).               [table]
 bool_share, float_share
     Share of a table's feature columns that are boolean / float; tables with no

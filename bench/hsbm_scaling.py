@@ -1,4 +1,4 @@
-"""Scaling of HSBM foreign-key sampling with the child row count (SPEC §3).
+"""Scaling of HSBM foreign-key sampling with the child row count (DESIGN §3).
 
     python bench/hsbm_scaling.py [--repeats 3] [--max-exponent 7]
 

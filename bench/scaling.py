@@ -18,7 +18,7 @@ comes from its own stream, so ``Choices("range", [n, n])`` changes nothing but
 the row counts. Each child checks this by a digest of the table's column plan,
 its post-processing plan and every array of its ``ScmPlan`` except the
 source parameters that depend on ``n`` by design (the ts cycle period
-``ceil(n * perc)``, SPEC §4.3, and the bank's row count); the script prints the
+``ceil(n * perc)``, DESIGN §4.3, and the bank's row count); the script prints the
 digest per size and fails if they differ.
 
 Every size runs in a fresh subprocess, after one warm-up subprocess (numba's

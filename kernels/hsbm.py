@@ -1,4 +1,4 @@
-"""Foreign keys from the hierarchical SBM: the parent row of every child row (SPEC §3).
+"""Foreign keys from the hierarchical SBM: the parent row of every child row (DESIGN §3).
 
 The plan (``plurel_fast.plan.hsbm.HsbmPlan``) has already folded the level
 matrices and the block sizes into one cumulative distribution over parent base
@@ -25,7 +25,7 @@ _ROWS_PER_PART = 4096
 
 
 def sample_parents(plan, start: int = 0, stop: int | None = None, out=None) -> np.ndarray:
-    """Parent row index of each child row in ``[start, stop)`` (SPEC §3).
+    """Parent row index of each child row in ``[start, stop)`` (DESIGN §3).
 
     Parameters
     ----------
@@ -96,7 +96,7 @@ def sample_parents(plan, start: int = 0, stop: int | None = None, out=None) -> n
 def _sample_parents_chunk(
     cdf, parent_block_rows, num_parent_rows, child_block_rows, key, start, stop, out
 ):
-    """Fill ``out[i]`` with the parent row of child row ``start + i`` (SPEC §3).
+    """Fill ``out[i]`` with the parent row of child row ``start + i`` (DESIGN §3).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""MLP forward passes and embedding decodes over row tiles (SPEC §4.2).
+"""MLP forward passes and embedding decodes over row tiles (DESIGN §4.2).
 
 The plan (``plurel_fast.plan.mlp.MlpBank.freeze``) packs every MLP and every
 embedding table of one SCM into a few flat arrays (``MlpBankArrays``):
@@ -54,7 +54,7 @@ from plurel_fast.kernels.codes import (
 from plurel_fast.kernels import simd, vmath
 
 # ---------------------------------------------------------------------------
-# Activation codes: the index in this tuple (SPEC §4.2 order).
+# Activation codes: the index in this tuple (DESIGN §4.2 order).
 # ---------------------------------------------------------------------------
 
 # The names are the configuration's (kernels.codes.ACTIVATIONS).
@@ -310,7 +310,7 @@ def activate(code, x, params, p_off):
     Parameters
     ----------
     code : int
-        Index in ``ACTIVATION_NAMES`` (SPEC §4.2); ``LINEAR`` (-1) returns ``x``.
+        Index in ``ACTIVATION_NAMES`` (DESIGN §4.2); ``LINEAR`` (-1) returns ``x``.
     x : float32
         Pre-activation.
     params : float32 array
@@ -727,7 +727,7 @@ def _hidden_layers(x, first, last, layers, weights, layer_scale, act_params, buf
 def mlp_forward_tile(
     x, mlp_id, mlps, layers, weights, layer_scale, act_params, out, buf_a, buf_b
 ):
-    """Forward pass of one MLP on a tile of rows (SPEC §4.2).
+    """Forward pass of one MLP on a tile of rows (DESIGN §4.2).
 
     Parameters
     ----------
@@ -754,7 +754,7 @@ def mlp_forward_tile(
 def mlp_forward_fold_tile(
     x, mlp_id, mlps, layers, weights, layer_scale, act_params, acc, fold, w, buf_a, buf_b
 ):
-    """``acc[t] = fold(acc[t], clamp(w * mlp(x[t]), ±1e4))`` elementwise (SPEC §4.4).
+    """``acc[t] = fold(acc[t], clamp(w * mlp(x[t]), ±1e4))`` elementwise (DESIGN §4.4).
 
     ``mlp_forward_tile`` then the fold of an encoder's output into its node's
     aggregate, ``fold`` one of FOLD_SUM, FOLD_MAX, FOLD_PRODUCT, with the last
@@ -771,7 +771,7 @@ def mlp_forward_fold_tile(
 
 @njit(cache=True)
 def categorical_decode_tile(h, emb_id, emb_offsets, emb_weights, out_labels):
-    """Arg-max over categories of ``dot(E[c], h[t])`` per row (SPEC §4.2).
+    """Arg-max over categories of ``dot(E[c], h[t])`` per row (DESIGN §4.2).
 
     Parameters
     ----------
@@ -920,7 +920,7 @@ def _bank_arrays(bank):
 
 
 def mlp_forward(bank, mlp_id, x, tile_rows: int = TILE_ROWS) -> np.ndarray:
-    """Run MLP ``mlp_id`` of ``bank`` on every row of ``x`` (SPEC §4.2).
+    """Run MLP ``mlp_id`` of ``bank`` on every row of ``x`` (DESIGN §4.2).
 
     Parameters
     ----------
@@ -960,7 +960,7 @@ def mlp_forward(bank, mlp_id, x, tile_rows: int = TILE_ROWS) -> np.ndarray:
 
 
 def categorical_decode(bank, emb_id, h) -> np.ndarray:
-    """Label of each row: arg-max over categories of ``E[c] · h[t]`` (SPEC §4.2).
+    """Label of each row: arg-max over categories of ``E[c] · h[t]`` (DESIGN §4.2).
 
     Parameters
     ----------

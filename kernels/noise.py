@@ -1,4 +1,4 @@
-"""Beta noise by inverse CDF from a per-node table (SPEC §4.4 node noise).
+"""Beta noise by inverse CDF from a per-node table (DESIGN §4.4 node noise).
 
 Every inner SCM node adds 32 Beta(alpha, beta)/32 draws per row: the largest
 count of random draws in a database. A rejection sampler costs ~80 ns a draw
@@ -331,7 +331,7 @@ def beta_noise(key, row, draw, a, b, q, x, cdf, guide):
 def add_node_noise(acc, n_rows, dim, row0, key, a, b, q, x, cdf, guide, unif):
     """``acc[t, j] += float32(Beta(a, b) draw (key, row0 + t, j) / dim)``, t < n_rows, j < dim.
 
-    The node noise of SPEC §4.4 for a tile of rows: from the node's tables
+    The node noise of DESIGN §4.4 for a tile of rows: from the node's tables
     (``beta_tables``, ``quantile_tables``) when both shapes are at least
     ``TABLE_MIN_SHAPE``, else by exact rejection (``rng.beta``). ``unif`` is
     float64 scratch of at least ``dim`` values.

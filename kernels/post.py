@@ -1,13 +1,13 @@
-"""Post-processing of finished columns (SPEC §4.5, §5).
+"""Post-processing of finished columns (DESIGN §4.5, §5).
 
 - :func:`quantize`: lazy-mode categorical labels from a numerical column
-  (SPEC §4.5), boundaries drawn with the counter-based RNG.
-- :func:`apply_transform`: the column transforms of SPEC §5.1.
+  (DESIGN §4.5), boundaries drawn with the counter-based RNG.
+- :func:`apply_transform`: the column transforms of DESIGN §5.1.
 - :func:`nan_rows`, :func:`implant_nulls`: which rows of a float column are null
-  (SPEC §5.2); a null is a ``False`` in a validity mask, from which Polars
+  (DESIGN §5.2); a null is a ``False`` in a validity mask, from which Polars
   builds a nullable column.
-- :func:`categorical_to_bool`, :func:`labels_to_strings`: SPEC §5.3.
-- :func:`post_process_table`: all of SPEC §5 for one table, from a
+- :func:`categorical_to_bool`, :func:`labels_to_strings`: DESIGN §5.3.
+- :func:`post_process_table`: all of DESIGN §5 for one table, from a
   ``plurel_fast.plan.post.TablePostPlan``.
 
 These work on whole columns (ranks, means and boundaries need every row), after
@@ -48,7 +48,7 @@ def _as_float_column(name: str, x) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Lazy-mode quantization (SPEC §4.5)
+# Lazy-mode quantization (DESIGN §4.5)
 # ---------------------------------------------------------------------------
 
 
@@ -83,7 +83,7 @@ def _quantize(values, boundaries, label_map):
 
 
 def boundary_rows(key, n: int, num_categories: int) -> np.ndarray:
-    """Rows whose values are the quantization boundaries (SPEC §4.5).
+    """Rows whose values are the quantization boundaries (DESIGN §4.5).
 
     Returns
     -------
@@ -98,7 +98,7 @@ def boundary_rows(key, n: int, num_categories: int) -> np.ndarray:
 
 
 def quantize(values, plan) -> np.ndarray:
-    """Categorical labels of a lazily propagated column (SPEC §4.5).
+    """Categorical labels of a lazily propagated column (DESIGN §4.5).
 
     Parameters
     ----------
@@ -125,7 +125,7 @@ def quantize(values, plan) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Column transforms (SPEC §5.1)
+# Column transforms (DESIGN §5.1)
 # ---------------------------------------------------------------------------
 
 
@@ -194,7 +194,7 @@ assert tuple(_TRANSFORMS) == COL_TRANSFORMS
 
 
 def apply_transform(name: str, x) -> np.ndarray:
-    """One column transform of SPEC §5.1, on a NaN-free column.
+    """One column transform of DESIGN §5.1, on a NaN-free column.
 
     Parameters
     ----------
@@ -220,7 +220,7 @@ def apply_transform(name: str, x) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Nulls (SPEC §5.2)
+# Nulls (DESIGN §5.2)
 # ---------------------------------------------------------------------------
 
 
@@ -238,7 +238,7 @@ def num_nulls(n: int, perc: float) -> int:
 
 
 def nan_rows(n: int, perc: float, key) -> np.ndarray:
-    """The null rows of one float column (SPEC §5.2).
+    """The null rows of one float column (DESIGN §5.2).
 
     Every row gets the score ``hash64(key, row, 0)``; the ``m = floor(perc · n)``
     rows of smallest score (ties, practically impossible, by row index) are
@@ -297,7 +297,7 @@ def implant_nulls(values, rows) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Categorical columns (SPEC §5.3)
+# Categorical columns (DESIGN §5.3)
 # ---------------------------------------------------------------------------
 
 
@@ -309,7 +309,7 @@ def categorical_to_bool(labels) -> tuple[np.ndarray, bool]:
     values : np.ndarray of bool, shape (n,)
     keep : bool
         ``False`` when the booleans hold a single value (all True or all
-        False): SPEC §5.3 drops such a column. An empty column is kept.
+        False): DESIGN §5.3 drops such a column. An empty column is kept.
     """
     values = np.asarray(labels) > 0
     keep = not (values.size > 0 and (values.all() or not values.any()))
@@ -334,7 +334,7 @@ def labels_to_strings(labels, categories) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# A whole table (SPEC §5)
+# A whole table (DESIGN §5)
 # ---------------------------------------------------------------------------
 
 
@@ -347,9 +347,9 @@ def _is_string_categories(categories) -> bool:
 
 
 def post_process_table(plan, float_columns, categorical_columns, order=None) -> dict:
-    """Post-process the feature columns of one table (SPEC §5).
+    """Post-process the feature columns of one table (DESIGN §5).
 
-    Steps, in the order of SPEC §5: every float column ``plan.float_cols[i]``
+    Steps, in the order of DESIGN §5: every float column ``plan.float_cols[i]``
     is transformed by ``plan.transforms[i]``, then gets
     ``floor(plan.nan_perc · n)`` nulls at ``nan_rows(n, nan_perc,
     subkey(plan.nan_key, i))`` (the same count, different rows per column);

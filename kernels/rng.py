@@ -1,4 +1,4 @@
-"""Counter-based random draws for row-level randomness (ARCHITECTURE rule 1).
+"""Counter-based random draws for row-level randomness (DESIGN §A.1).
 
 Every draw is a pure function of ``(key, row, draw)``: a 64-bit stream key chosen
 at planning time, the row index inside the table, and the index of the draw made
@@ -222,7 +222,7 @@ def beta(key, row, draw, a, b):
 
     About two uniforms, one log and one exp per draw: several times cheaper
     than the ratio of two gammas, which matters for the 32 noise draws per
-    SCM node and row (SPEC §4.4).
+    SCM node and row (DESIGN §4.4).
     """
     if a > 1.0 and b > 1.0:
         return _beta_bb(_U(key), row, draw, a, b)

@@ -1,4 +1,4 @@
-"""Row-wise SCM propagation (SPEC §4.4) and cross-table collation partials.
+"""Row-wise SCM propagation (DESIGN §4.4) and cross-table collation partials.
 
 ``propagate(plan, ...)`` evaluates one table's SCM on a range of rows: sources
 come from ``kernels.sources``, and every inner node v that can reach a column
@@ -24,7 +24,7 @@ independent, so the result does not depend on passes, tiles, chunks or threads.
 weighted collation encodings of all the parent's column nodes for one child
 table and each aggregation the child uses. Sum, max, product and log-sum-exp
 are associative, so combining that partial with the child's other inputs gives
-the aggregate over all inputs (SPEC §4.4 b), at the cost of one parent row
+the aggregate over all inputs (DESIGN §4.4 b), at the cost of one parent row
 instead of one child row.
 """
 
@@ -452,7 +452,7 @@ def _encoder_tables(pending, offsets, mlps, layers, weights, layer_scale, act_pa
 
 
 def encoder_tables(bank, pending: np.ndarray, dim: int):
-    """Evaluate categorical encoders once per category (SPEC §4.2).
+    """Evaluate categorical encoders once per category (DESIGN §4.2).
 
     Parameters
     ----------
@@ -575,7 +575,7 @@ def propagation_pass_rows(n_rows: int, n_nodes: int) -> int:
 def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.ndarray,
               fk_base: np.ndarray, partials: np.ndarray, node_slot: np.ndarray,
               out: np.ndarray, noise_tables=None) -> None:
-    """Fill ``out[i, c]`` with column c of the SCM at row ``start + i`` (SPEC §4.4).
+    """Fill ``out[i, c]`` with column c of the SCM at row ``start + i`` (DESIGN §4.4).
 
     Parameters
     ----------

@@ -84,7 +84,7 @@ def row_pointer(context, builder, arr_type, arr_value, row):
     return builder.inttoptr(addr, _F32.as_pointer()), row_stride
 
 
-# The folds a block can apply to its results instead of storing them (SPEC §4.4:
+# The folds a block can apply to its results instead of storing them (DESIGN §4.4:
 # an encoder's output, weighted and clamped, folded into its node's aggregate).
 FOLD_CLAMP = 1e4
 

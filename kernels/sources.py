@@ -1,4 +1,4 @@
-"""Values of the SCM source nodes for a range of rows (SPEC §4.3).
+"""Values of the SCM source nodes for a range of rows (DESIGN §4.3).
 
 ``source_values(bank, num_rows, start, stop)`` evaluates every source of a
 ``plurel_fast.plan.sources.SourceBank`` (layout in that module's docstring) at
@@ -62,7 +62,7 @@ BLOCK_ROWS = 4096
 
 
 def source_values(bank, num_rows, start=0, stop=None, out=None) -> np.ndarray:
-    """Values of all sources of ``bank`` at rows ``[start, stop)`` (SPEC §4.3).
+    """Values of all sources of ``bank`` at rows ``[start, stop)`` (DESIGN §4.3).
 
     Parameters
     ----------
@@ -140,7 +140,7 @@ def source_values(bank, num_rows, start=0, stop=None, out=None) -> np.ndarray:
 
 
 def _array(a, dtype):
-    # One compiled signature (ARCHITECTURE rule 5): read-only or foreign
+    # One compiled signature (DESIGN §A.5): read-only or foreign
     # arrays (e.g. after unpickling a buffer) get a private contiguous copy.
     if (
         isinstance(a, np.ndarray)

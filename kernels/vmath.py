@@ -1,4 +1,4 @@
-"""Branch-free float32 elementary functions that LLVM vectorises (SPEC §4.2).
+"""Branch-free float32 elementary functions that LLVM vectorises (DESIGN §4.2).
 
 Numba has no SVML on our machines, so ``math.exp`` and friends inside an
 element loop are scalar libm calls (5-20 ns each) and the loop does not

@@ -1,4 +1,4 @@
-"""Weight matrices of the SCM MLPs and embedding tables, drawn in bulk (SPEC §4.2).
+"""Weight matrices of the SCM MLPs and embedding tables, drawn in bulk (DESIGN §4.2).
 
 ``draw_weights(key, rows, cols, inits, densities)`` fills K matrices, one after
 another, each row-major with shape (rows, cols) = (in, out). Matrix ``m`` gets
@@ -328,7 +328,7 @@ def draw_layers(ids, layers, layer_key, layer_draw, layer_init, layer_density, o
 
 
 def draw_weights(key, rows, cols, inits, densities=None) -> np.ndarray:
-    """K weight matrices, one after another (SPEC §4.2; law in the module docstring).
+    """K weight matrices, one after another (DESIGN §4.2; law in the module docstring).
 
     Parameters
     ----------

@@ -225,7 +225,7 @@ def _generate(args) -> int:
     print(f"{db.name}: {len(db.table_dict)} tables, {db.num_rows} rows, {db.num_tokens} tokens")
     referenced = {p for t in db.table_dict.values() for p in t.fkey_col_to_pkey_table.values()}
     for name, table in db.table_dict.items():
-        kind = "entity" if name in referenced else "activity"  # SPEC §1 roles
+        kind = "entity" if name in referenced else "activity"  # DESIGN §1 roles
         fkeys = ", ".join(f"{c}->{p}" for c, p in table.fkey_col_to_pkey_table.items())
         print(f"  {name:<10} {kind:<8} {len(table):>8} rows  {fkeys}")
     print(f"generated in {t1 - t0:.2f} s, written to {out} in {t2 - t1:.2f} s")

@@ -1,4 +1,4 @@
-"""Configuration of the generator (SPEC §0-4).
+"""Configuration of the generator (DESIGN §0-4).
 
 Parameter names and defaults are those of the reference ``plurel`` package, so a
 ``plurel`` user can switch by changing an import. What differs is the representation:
@@ -48,7 +48,7 @@ __all__ = [
     "SCMParams",
 ]
 
-# Names a configuration may use (SPEC §1, §2, §4): owned by kernels.codes, where the
+# Names a configuration may use (DESIGN §1, §2, §4): owned by kernels.codes, where the
 # kernels read the same tables.
 from plurel_fast.kernels.codes import (  # noqa: E402
     ACTIVATIONS,
@@ -138,7 +138,7 @@ def _typed_key(v):
 
 
 class Choices(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A sampling rule for one parameter (SPEC §0).
+    """A sampling rule for one parameter (DESIGN §0).
 
     ``Choices(kind="range", value=[lo, hi])`` draws a uniform integer in [lo, hi] when
     ``lo`` is an int and a uniform real in [lo, hi) when it is a float, so
@@ -456,7 +456,7 @@ class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class DatabaseParams(_Struct, frozen=True):
-    """Database-level choices (SPEC §1).
+    """Database-level choices (DESIGN §1).
 
     Attributes
     ----------
@@ -471,7 +471,7 @@ class DatabaseParams(_Struct, frozen=True):
         1677-09-22 .. 2262-04-11 (what the datetime64[ns] date columns hold); each
         database picks its own time window of two distinct days between them.
     column_nan_perc_choices : fraction of nulls per float column, in [0, 1).
-    col_transform_choices : set of names from ``COL_TRANSFORMS`` (SPEC §5).
+    col_transform_choices : set of names from ``COL_TRANSFORMS`` (DESIGN §5).
     """
 
     table_layout_choices: Choices = _set("BarabasiAlbert", "ReverseRandomTree", "WattsStrogatz")
@@ -532,7 +532,7 @@ class DatabaseParams(_Struct, frozen=True):
 
 
 class SCMParams(_Struct, frozen=True):
-    """Choices for the per-table structural causal models (SPEC §3-4).
+    """Choices for the per-table structural causal models (DESIGN §3-4).
 
     Attributes
     ----------
@@ -544,7 +544,7 @@ class SCMParams(_Struct, frozen=True):
     activation_choices : set from ``ACTIVATIONS``; hidden-layer activations.
     node_noise_alpha_choices, node_noise_beta_choices : > 0; Beta noise of each node.
     bi_hsbm_levels_choices, bi_hsbm_clusters_per_level_choices : ints >= 1; the
-        hierarchical block model of foreign keys (SPEC §3).
+        hierarchical block model of foreign keys (DESIGN §3).
     ts_trend_alpha_choices : >= 0; exponent of the time-series trend.
     activity_table_ts_trend_scale_choices, entity_table_ts_trend_scale : trend scale
         of activity tables (a choice) and entity tables (a constant).
@@ -564,7 +564,7 @@ class SCMParams(_Struct, frozen=True):
     source_beta_alpha_choices, source_beta_beta_choices : > 0; Beta sources.
     propagation_mode_choices : set from ``PROPAGATION_MODES``.
     cat_label_permute_prob_choices, cat_label_reverse_prob_choices : in [0, 1];
-        lazy-mode label shuffles (SPEC §4.5).
+        lazy-mode label shuffles (DESIGN §4.5).
     propagate_batch_size : int >= 1. Kept so that ``plurel`` configs load unchanged;
         it has no effect on what plurel_fast generates.
     """
@@ -673,7 +673,7 @@ class SCMParams(_Struct, frozen=True):
 
 
 class DAGParams(_Struct, frozen=True):
-    """Parameters of the DAG layouts (SPEC §2), shared by table and SCM graphs.
+    """Parameters of the DAG layouts (DESIGN §2), shared by table and SCM graphs.
 
     Attributes
     ----------
@@ -721,7 +721,7 @@ class Config(_Struct, frozen=True):
     cache_dir : where generated databases are cached, or None. Not part of
         :attr:`config_hash`: the place of a cache does not change its content.
     schema_file : a SQL file whose CREATE TABLE statements give the schema instead of
-        a random one (parsed, never executed; SPEC §7), or None.
+        a random one (parsed, never executed; DESIGN §7), or None.
     schema_sql : the same SQL as a string, or None; at most one of the two.
     schema_dialect : the SQL's dialect, one of ``SQL_DIALECTS``, or None to detect it
         (PostgreSQL when nothing tells).

@@ -1,4 +1,4 @@
-"""The assembled output: a `Database` of `Table`s held as Polars frames (SPEC §6, §8).
+"""The assembled output: a `Database` of `Table`s held as Polars frames (DESIGN §6, §8).
 
 The nouns and attribute names are RelBench's (`Table.df`, `pkey_col`,
 `fkey_col_to_pkey_table`, `time_col`; `Database.table_dict`, `val_timestamp`,
@@ -100,7 +100,7 @@ class Table:
 
     @property
     def num_tokens(self) -> int:
-        """Non-null cells of the feature columns and the time column (SPEC §8).
+        """Non-null cells of the feature columns and the time column (DESIGN §8).
 
         Keys are not tokens: primary keys carry no information and foreign keys are
         edges. NaN is a value, so it counts; only nulls are gaps.
@@ -234,7 +234,7 @@ class Database:
 
     @property
     def num_tokens(self) -> int:
-        """Tokens over all tables (SPEC §8), the unit corpus sizes are counted in."""
+        """Tokens over all tables (DESIGN §8), the unit corpus sizes are counted in."""
         return sum(t.num_tokens for t in self.table_dict.values())
 
     def __repr__(self) -> str:

@@ -60,7 +60,7 @@ def generate(
     -------
     Database
         Tables in id order (``table_0``, ...), with key columns and, for
-        activity tables, the ``date`` column. Feature columns (SPEC §4-5) come
+        activity tables, the ``date`` column. Feature columns (DESIGN §4-5) come
         with the feature stage.
     """
     if config is None:
@@ -168,7 +168,7 @@ def _chunks(n: int, chunk_rows: int):
 
 
 def _key_columns(plan: DatabasePlan, table: TablePlan, chunk_rows: int) -> dict[str, np.ndarray]:
-    """Primary key and foreign keys (SPEC §1, §3)."""
+    """Primary key and foreign keys (DESIGN §1, §3)."""
     n = table.num_rows
     columns: dict[str, np.ndarray] = {}
     if table.pkey_col is not None:
@@ -182,11 +182,11 @@ def _key_columns(plan: DatabasePlan, table: TablePlan, chunk_rows: int) -> dict[
 
 
 def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.ndarray:
-    """The table's column values as its SCM ``scm`` produces them (SPEC §4), float32 (n, k).
+    """The table's column values as its SCM ``scm`` produces them (DESIGN §4), float32 (n, k).
 
     ``raw`` maps each parent table's name to its ``(ScmPlan, raw values)``.
     Categorical labels are stored as exact small floats; lazy-mode categorical
-    columns are quantized (SPEC §4.5) before children read them.
+    columns are quantized (DESIGN §4.5) before children read them.
     """
     n = table.num_rows
     k = len(table.features)
@@ -198,7 +198,7 @@ def _scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.n
     node_slot = np.zeros(scm.num_nodes, dtype=np.int64)
     for slot, code in enumerate(slot_aggs):
         node_slot[scm.agg == code] = slot
-    # Collation inputs per foreign key (SPEC §4.4 b), pre-aggregated per parent
+    # Collation inputs per foreign key (DESIGN §4.4 b), pre-aggregated per parent
     # row: for a parent of at most chunk_rows rows once for the whole table,
     # else per chunk for the parent rows that chunk references (so memory stays
     # O(chunk_rows) however large the parent is).
@@ -275,7 +275,7 @@ def _stack(partials: list, num_slots: int, dim: int) -> np.ndarray:
 
 
 def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
-    """Key columns, post-processed features (SPEC §5) and the date column."""
+    """Key columns, post-processed features (DESIGN §5) and the date column."""
     n = table.num_rows
     post = plan.posts[table.id]
     transform_of = dict(zip(post.float_cols, post.transforms))
@@ -315,7 +315,7 @@ def _assemble(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataFrame:
 def activity_dates(
     db_min: dt.datetime, db_max: dt.datetime, n: int, start: int = 0, stop: int | None = None
 ) -> np.ndarray:
-    """Rows [start, stop) of n timestamps evenly spaced from db_min to db_max (SPEC §4.4).
+    """Rows [start, stop) of n timestamps evenly spaced from db_min to db_max (DESIGN §4.4).
 
     Each value depends only on its row index, so chunks concatenate exactly.
     """

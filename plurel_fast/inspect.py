@@ -10,9 +10,9 @@ Parquet footers (their statistics), and only the columns a number needs are scan
 (the time column for its range, each foreign key for its in-degrees), so a summary of
 a table of 10^8 rows reads two columns of it.
 
-Roles follow SPEC §1: a table that a foreign key references is an *entity* table, the
+Roles follow DESIGN §1: a table that a foreign key references is an *entity* table, the
 others are *activity* tables. Tokens are the non-null cells of the feature columns and
-the time column (SPEC §8, `Table.num_tokens`).
+the time column (DESIGN §8, `Table.num_tokens`).
 """
 
 from __future__ import annotations

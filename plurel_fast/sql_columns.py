@@ -1,4 +1,4 @@
-"""Output types of a SQL schema's columns (SPEC §7), applied after post-processing.
+"""Output types of a SQL schema's columns (DESIGN §7), applied after post-processing.
 
 The pipeline produces floats, booleans and string labels; a table planned from SQL
 then gets the types its ``CREATE TABLE`` asked for (``ColumnPlan.dtype``) and its

@@ -1,4 +1,4 @@
-"""The paper's pretraining targets as RelBench autocomplete tasks (SPEC §9).
+"""The paper's pretraining targets as RelBench autocomplete tasks (DESIGN §9).
 
 For pretraining, PluRel predicts masked cells: every boolean feature column is a
 binary classification target and every float feature column a regression target.
@@ -131,7 +131,7 @@ def is_valid_db(
 ) -> bool:
     """False if some table holds more than ``max_fkeys`` foreign-key columns.
 
-    The paper skips such databases for pretraining (SPEC §9). For a `SyntheticDataset`
+    The paper skips such databases for pretraining (DESIGN §9). For a `SyntheticDataset`
     the answer comes from the schema plan, without generating the database.
     """
     if isinstance(max_fkeys, bool) or not isinstance(max_fkeys, int) or max_fkeys < 0:

@@ -1,6 +1,6 @@
 """Deliberately naive NumPy versions of the math, for tests to compare against.
 
-Slow and obvious on purpose, written straight from SPEC.md; never imported by
+Slow and obvious on purpose, written straight from the method (docs/DESIGN.md); never imported by
 the package. Each concept keeps its functions under its own name prefix.
 """
 
@@ -18,7 +18,7 @@ from plurel_fast.kernels.noise import beta_noise_block
 from plurel_fast.plan import sources as ps
 
 # ---------------------------------------------------------------------------
-# HSBM foreign keys (SPEC §3)
+# HSBM foreign keys (DESIGN §3)
 # ---------------------------------------------------------------------------
 
 
@@ -50,7 +50,7 @@ def naive_hsbm_parent_probs(
 
 
 # ---------------------------------------------------------------------------
-# Source generators (SPEC §4.3)
+# Source generators (DESIGN §4.3)
 # ---------------------------------------------------------------------------
 # Same counter-based draws as the kernel (the compiled scalar functions of
 # ``plurel_fast.kernels.rng``, called one row at a time) (generator ``j`` of a source draws from
@@ -185,7 +185,7 @@ def naive_source(source, key, num_rows):
 
 
 # ---------------------------------------------------------------------------
-# Post-processing (SPEC §4.5, §5)
+# Post-processing (DESIGN §4.5, §5)
 # ---------------------------------------------------------------------------
 # Same counter-based draws as ``plurel_fast.kernels.post`` (the compiled scalar
 # functions of ``plurel_fast.kernels.rng``, one call per row), but the obvious
@@ -237,7 +237,7 @@ def naive_nan_rows(n, perc, key):
 
 
 def naive_post_process_table(plan, float_columns, categorical_columns):
-    """SPEC §5 for one table; returns name -> (values, validity or None), dict order
+    """DESIGN §5 for one table; returns name -> (values, validity or None), dict order
     float columns (plan order) then categorical ones, dropped columns left out."""
     out = {}
     for i, col in enumerate(plan.float_cols):
@@ -257,7 +257,7 @@ def naive_post_process_table(plan, float_columns, categorical_columns):
     return out
 
 # ===========================================================================
-# MLPs, activations and categorical decoding (SPEC §4.2)
+# MLPs, activations and categorical decoding (DESIGN §4.2)
 # ===========================================================================
 # ---------------------------------------------------------------------------
 # Activations: float64 math on the given values, torch's formulas as written
@@ -422,9 +422,9 @@ def naive_categorical_decode(bank, emb_id, h):
 
 
 # ===========================================================================
-# SCM forward pass (SPEC §4.4)
+# SCM forward pass (DESIGN §4.4)
 # ===========================================================================
-# Naive SCM forward pass (SPEC §4.4), row by row and node by node.
+# Naive SCM forward pass (DESIGN §4.4), row by row and node by node.
 # 
 # Shares the plan and the counter-based noise draws with the kernel, but takes
 # no shortcut: every encoder (categorical ones too) is evaluated from its

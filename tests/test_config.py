@@ -1,4 +1,4 @@
-"""Config: defaults (SPEC §1-4), validation, serialisation, hashing, sampling (SPEC §0)."""
+"""Config: defaults (DESIGN §1-4), validation, serialisation, hashing, sampling (DESIGN §0)."""
 
 import copy
 import datetime as dt

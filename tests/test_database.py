@@ -1,4 +1,4 @@
-"""Database / Table and their Parquet + manifest sink (SPEC §6, §8)."""
+"""Database / Table and their Parquet + manifest sink (DESIGN §6, §8)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def test_generate_small_config_many_seeds():
     for seed in range(30):
         db = plurel_fast.generate(seed, SMALL)
         _check_database(db, SMALL)
-        # Activity tables are exactly the tables nobody references (SPEC §1).
+        # Activity tables are exactly the tables nobody references (DESIGN §1).
         referenced = {p for t in db.table_dict.values() for p in t.fkey_col_to_pkey_table.values()}
         for name, table in db.table_dict.items():
             assert (table.time_col is not None) == (name not in referenced)
@@ -287,7 +287,7 @@ def _check_features(seed, config):
             elif col.name in df.columns:
                 s = df[col.name]
                 assert s.dtype == pl.Boolean and s.null_count() == 0
-                assert s.n_unique() == 2  # single-valued columns are dropped (SPEC §5.3)
+                assert s.n_unique() == 2  # single-valued columns are dropped (DESIGN §5.3)
         expected = ["row_idx", *t.fkey_cols]
         expected += [c.name for c in t.features if c.name in df.columns]
         expected += [t.time_col] if t.time_col else []

@@ -1,4 +1,4 @@
-"""HSBM foreign keys (SPEC §3): plan against the dense naive law, kernel statistics,
+"""HSBM foreign keys (DESIGN §3): plan against the dense naive law, kernel statistics,
 chunk and thread invariance, argument errors.
 
 Statistical tests use fixed seeds, so they are deterministic; the p-value

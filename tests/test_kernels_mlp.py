@@ -1,4 +1,4 @@
-"""MLPs and embedding tables (SPEC §4.2): activations and forward passes against
+"""MLPs and embedding tables (DESIGN §4.2): activations and forward passes against
 the naive NumPy reference, init and density statistics, thread invariance,
 argument errors, and the bulk drawing of ``MlpBank.freeze`` against the
 per-matrix reference (``init_matrix`` then ``apply_density``).

@@ -1,4 +1,4 @@
-"""Post-processing (SPEC §4.5, §5): lazy-mode quantization, column transforms,
+"""Post-processing (DESIGN §4.5, §5): lazy-mode quantization, column transforms,
 null rows, categorical columns and whole tables; kernels against the naive
 NumPy reference, plan sampling frequencies, argument errors.
 
@@ -70,7 +70,7 @@ def five_sigma(count, trials, p):
 
 
 # ---------------------------------------------------------------------------
-# Quantization (SPEC §4.5)
+# Quantization (DESIGN §4.5)
 # ---------------------------------------------------------------------------
 
 
@@ -229,7 +229,7 @@ def test_quantize_plan_errors():
 
 
 # ---------------------------------------------------------------------------
-# Column transforms (SPEC §5.1)
+# Column transforms (DESIGN §5.1)
 # ---------------------------------------------------------------------------
 
 
@@ -304,7 +304,7 @@ def test_transform_errors():
 
 
 # ---------------------------------------------------------------------------
-# Null rows (SPEC §5.2)
+# Null rows (DESIGN §5.2)
 # ---------------------------------------------------------------------------
 
 
@@ -361,7 +361,7 @@ def test_implant_nulls_and_errors():
 
 
 # ---------------------------------------------------------------------------
-# Categorical columns (SPEC §5.3)
+# Categorical columns (DESIGN §5.3)
 # ---------------------------------------------------------------------------
 
 
@@ -381,7 +381,7 @@ def test_labels_to_strings():
 
 
 # ---------------------------------------------------------------------------
-# Table plan and whole tables (SPEC §5)
+# Table plan and whole tables (DESIGN §5)
 # ---------------------------------------------------------------------------
 
 

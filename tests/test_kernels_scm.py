@@ -1,4 +1,4 @@
-"""SCM propagation kernel (SPEC §4.4) against the naive row-by-row forward pass."""
+"""SCM propagation kernel (DESIGN §4.4) against the naive row-by-row forward pass."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def test_wide_vectors_requested_only_when_the_user_did_not_choose():
 
 
 def _fold_reference(fold, old, enc, w):
-    """NumPy: old folded with clamp(w * enc, ±1e4) (SPEC §4.4), float32 throughout."""
+    """NumPy: old folded with clamp(w * enc, ±1e4) (DESIGN §4.4), float32 throughout."""
     y = (np.float32(w) * enc).astype(np.float32)
     y = np.where(y > 1e4, np.float32(1e4), np.where(y < -1e4, np.float32(-1e4), y)).astype(np.float32)
     if fold == 0:

@@ -1,4 +1,4 @@
-"""Source generators (SPEC §4.3): kernel against the naive row-by-row reference,
+"""Source generators (DESIGN §4.3): kernel against the naive row-by-row reference,
 chunk and thread invariance, distribution checks, plan sampling, argument errors.
 
 Statistical tests use fixed seeds, so they are deterministic; thresholds are

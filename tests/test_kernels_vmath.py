@@ -1,5 +1,5 @@
 """Branch-free float32 math (kernels/vmath.py) and the activations built on it
-(SPEC §4.2): accuracy against float64 on grids that cover every binade,
+(DESIGN §4.2): accuracy against float64 on grids that cover every binade,
 special values and saturation, finiteness, that the activation loops
 vectorise with no libm call left, and that the activations still match the
 naive float64 reference.

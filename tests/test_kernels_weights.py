@@ -1,4 +1,4 @@
-"""The bulk weight kernel (``kernels/weights.py``, SPEC §4.2): the ziggurat
+"""The bulk weight kernel (``kernels/weights.py``, DESIGN §4.2): the ziggurat
 normal, the law of each init with torch's fans, the density mask, the sparse
 zero rows, the independence the counters give, the equality of the vectorised
 kernel with its scalar per-entry definition, and identical bytes whatever the

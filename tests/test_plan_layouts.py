@@ -1,4 +1,4 @@
-"""DAG layouts (SPEC §2): structural invariants, layout shapes, determinism and the
+"""DAG layouts (DESIGN §2): structural invariants, layout shapes, determinism and the
 distributions that are cheap to check."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ try:
     from plurel_fast.config import DAGParams
 
     DEFAULTS = DAGParams()
-except ImportError:  # DAGParams not merged yet: the SPEC §2 defaults by hand.
+except ImportError:  # DAGParams not merged yet: the DESIGN §2 defaults by hand.
     DEFAULTS = SimpleNamespace(
         ba_sink_edge_dropout=0.4,
         ba_flip_leaf_edge_prob=0.0,

@@ -1,4 +1,4 @@
-"""RelBench adapter: drop-in SyntheticDataset, its cache, and the conversions (SPEC §6)."""
+"""RelBench adapter: drop-in SyntheticDataset, its cache, and the conversions (DESIGN §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQL schema input (SPEC §7, issue 15): parse, plan, generate, refuse clearly."""
+"""SQL schema input (DESIGN §7, issue 15): parse, plan, generate, refuse clearly."""
 
 from __future__ import annotations
 

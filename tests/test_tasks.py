@@ -1,4 +1,4 @@
-"""Pretraining targets as RelBench autocomplete tasks (SPEC §9)."""
+"""Pretraining targets as RelBench autocomplete tasks (DESIGN §9)."""
 
 from __future__ import annotations
 

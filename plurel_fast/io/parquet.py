@@ -1,4 +1,4 @@
-"""Parquet + manifest in RelBench's on-disk layout, written atomically (SPEC §6).
+"""Parquet + manifest in RelBench's on-disk layout, written atomically (DESIGN §6).
 
 Layout of a saved database::
 

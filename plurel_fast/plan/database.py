@@ -15,7 +15,7 @@ from plurel_fast.plan.scm import ScmPlan, plan_scm
 
 
 class ForeignKeyPlan(msgspec.Struct, frozen=True):
-    """How the rows of ``child`` pick their row of ``parent`` (SPEC §3)."""
+    """How the rows of ``child`` pick their row of ``parent`` (DESIGN §3)."""
 
     child: str
     fkey_col: str
@@ -52,7 +52,7 @@ class DatabasePlan(msgspec.Struct, frozen=True):
 def plan_database(
     seed: int, config: Config, *, scms: bool = True, memory_check: bool = True
 ) -> DatabasePlan:
-    """Plan database ``seed`` under ``config`` (stages 1 and 2 of SPEC §1-3).
+    """Plan database ``seed`` under ``config`` (stages 1 and 2 of DESIGN §1-3).
 
     With ``scms=False`` the per-table SCMs are not planned here but by
     :meth:`DatabasePlan.scm` when needed (``generate`` does this, so that only

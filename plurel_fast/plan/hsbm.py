@@ -1,4 +1,4 @@
-"""Planning the foreign keys of one (parent, child) table pair: the HSBM (SPEC §3).
+"""Planning the foreign keys of one (parent, child) table pair: the HSBM (DESIGN §3).
 
 The hierarchical stochastic block model cuts each side's rows into ``B = Π h[l]``
 contiguous *base blocks* and gives every base block a cluster index at each of
@@ -28,7 +28,7 @@ _MAX_BLOCK_PAIRS = 1 << 24
 
 
 class HsbmPlan(msgspec.Struct, frozen=True):
-    """Everything needed to draw the parent row of every child row (SPEC §3).
+    """Everything needed to draw the parent row of every child row (DESIGN §3).
 
     Build it with :func:`plan_hsbm` (random structure) or
     :meth:`HsbmPlan.from_hierarchies` (given structure); both derive the last
@@ -165,7 +165,7 @@ def plan_hsbm(
     rng: np.random.Generator,
     key,
 ) -> HsbmPlan:
-    """Draw the HSBM structure of one (parent, child) table pair (SPEC §3).
+    """Draw the HSBM structure of one (parent, child) table pair (DESIGN §3).
 
     Parameters
     ----------
@@ -209,7 +209,7 @@ def plan_hsbm(
 
 
 def level_matrix(h_parent: int, h_child: int, rng: np.random.Generator) -> np.ndarray:
-    """One level's affinity matrix, shape (h_parent, h_child) (SPEC §3).
+    """One level's affinity matrix, shape (h_parent, h_child) (DESIGN §3).
 
     Weak background affinities uniform in [0.001, 0.002), then a wrapped
     diagonal ``(i mod h_parent, i mod h_child)``, ``i < max(h_parent, h_child)``,
@@ -226,7 +226,7 @@ def base_block_clusters(hierarchy) -> np.ndarray:
 
     Base block ``b`` has, at level ``l``, cluster ``(b div Π_{m>l} h[m]) mod h[l]``:
     the base blocks enumerate the cluster tuples in mixed radix, level 0 the
-    most significant digit (SPEC §3).
+    most significant digit (DESIGN §3).
     """
     h = _hierarchy("hierarchy", hierarchy)
     # Π_{m>l} h[m] for each l: reversed cumulative product shifted by one.

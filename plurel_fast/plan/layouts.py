@@ -1,4 +1,4 @@
-"""DAG layouts: the graph families behind table schemas and SCM graphs (SPEC §2).
+"""DAG layouts: the graph families behind table schemas and SCM graphs (DESIGN §2).
 
 ``build_dag(layout, num_nodes, dag_params, rng)`` draws one weighted DAG of a named
 layout. All randomness comes from the ``numpy.random.Generator`` passed in; where a
@@ -218,7 +218,7 @@ class Dag:
 
 
 def build_dag(layout: str, num_nodes: int, dag_params: Any, rng: np.random.Generator) -> Dag:
-    """Draw one weighted DAG of the given layout (SPEC §2).
+    """Draw one weighted DAG of the given layout (DESIGN §2).
 
     Parameters
     ----------

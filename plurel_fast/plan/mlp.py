@@ -1,4 +1,4 @@
-"""Planning the MLPs and embedding tables of one SCM (SPEC §4.2).
+"""Planning the MLPs and embedding tables of one SCM (DESIGN §4.2).
 
 Every encoder, decoder and collation encoder of an SCM is an MLP (and the
 categorical ones an embedding table too). All their parameters are drawn once
@@ -71,7 +71,7 @@ def init_matrix(rng: np.random.Generator, name: str, rows: int, cols: int) -> np
     """A weight matrix stored as (in=rows, out=cols), initialised like torch.
 
     torch reads a 2-D tensor's fan_in as ``size(1)`` and fan_out as
-    ``size(0)``, so here fan_in = ``cols`` and fan_out = ``rows`` (SPEC §4.2).
+    ``size(0)``, so here fan_in = ``cols`` and fan_out = ``rows`` (DESIGN §4.2).
     Embedding tables (categories × dim) pass rows=categories, cols=dim.
 
     This is the simple per-matrix version: :class:`MlpBank` draws all its
@@ -129,7 +129,7 @@ def init_matrix(rng: np.random.Generator, name: str, rows: int, cols: int) -> np
 
 
 def apply_density(rng: np.random.Generator, w: np.ndarray, density: float) -> np.ndarray:
-    """``w * Bernoulli(density) / density`` (variance-keeping sparsification, SPEC §4.2).
+    """``w * Bernoulli(density) / density`` (variance-keeping sparsification, DESIGN §4.2).
 
     Draws ``w.size`` uniforms; an entry is kept when its uniform is below
     ``density``. Returns a new float32 array. (Per-matrix reference, like
@@ -219,7 +219,7 @@ def _ranges(starts, lengths) -> np.ndarray:
 
 
 class MlpBankArrays(msgspec.Struct, frozen=True):
-    """The MLPs and embedding tables of one SCM as flat arrays (SPEC §4.2).
+    """The MLPs and embedding tables of one SCM as flat arrays (DESIGN §4.2).
 
     Built by :meth:`MlpBank.freeze`; read by ``plurel_fast.kernels.mlp``.
 
@@ -415,7 +415,7 @@ class MlpBank:
         return self._tables.size
 
     def add_mlp(self, rng: np.random.Generator, in_dim: int, hid_dim: int, out_dim: int, scm_params) -> int:
-        """Plan one MLP ``in_dim → hid_dim → … → hid_dim → out_dim`` (SPEC §4.2).
+        """Plan one MLP ``in_dim → hid_dim → … → hid_dim → out_dim`` (DESIGN §4.2).
 
         :meth:`add_mlps` of a single MLP; returns its id.
         """
@@ -423,7 +423,7 @@ class MlpBank:
         return int(self.add_mlps(rng, [in_dim], hid_dim, [out_dim], scm_params)[0])
 
     def add_mlps(self, rng: np.random.Generator, in_dims, hid_dim: int, out_dims, scm_params) -> np.ndarray:
-        """Plan n MLPs ``in_dims[i] → hid_dim → … → hid_dim → out_dims[i]`` (SPEC §4.2).
+        """Plan n MLPs ``in_dims[i] → hid_dim → … → hid_dim → out_dims[i]`` (DESIGN §4.2).
 
         Draws the layer count, the init and density of every weight matrix and
         the activation (and ``random_sine`` parameters) of every hidden layer
@@ -579,7 +579,7 @@ class MlpBank:
         return int(self.add_embeddings(rng, [num_categories], dim, scm_params)[0])
 
     def add_embeddings(self, rng: np.random.Generator, num_categories, dim: int, scm_params) -> np.ndarray:
-        """Plan n embedding tables (num_categories[i] × dim) (SPEC §4.2).
+        """Plan n embedding tables (num_categories[i] × dim) (DESIGN §4.2).
 
         The inits are picked from ``scm_params.initialization_choices`` now
         (one uniform each) and applied by :meth:`freeze` (same ``rng``) with

@@ -1,13 +1,13 @@
-"""Planning the post-processing of a table (SPEC §4.5, §5).
+"""Planning the post-processing of a table (DESIGN §4.5, §5).
 
 Two kinds of decisions are taken once per database, from a planning
 ``numpy.random.Generator``:
 
 - :class:`QuantizePlan`, per categorical column of a lazily propagated SCM
-  (SPEC §4.5): how many labels, whether and how the labels are permuted, and
+  (DESIGN §4.5): how many labels, whether and how the labels are permuted, and
   whether they are reversed. The boundary rows themselves are row-level
   randomness, drawn by the kernel from the plan's counter-RNG ``key``.
-- :class:`TablePostPlan`, per table (SPEC §5): the transform of every float
+- :class:`TablePostPlan`, per table (DESIGN §5): the transform of every float
   feature column and the table's share of nulls; which rows become null is
   again drawn by the kernel, from ``nan_key``.
 
@@ -33,7 +33,7 @@ def _check_key(name: str, key) -> np.uint64:
 
 
 class QuantizePlan(msgspec.Struct, frozen=True):
-    """How one lazy-mode categorical column is cut into labels (SPEC §4.5).
+    """How one lazy-mode categorical column is cut into labels (DESIGN §4.5).
 
     A raw label ``r`` (number of boundaries strictly below the value) becomes
     ``permutation[r]``, and then ``k - 1 - permutation[r]`` when ``reverse``.
@@ -109,7 +109,7 @@ class QuantizePlan(msgspec.Struct, frozen=True):
 
 
 def plan_quantization(rng: np.random.Generator, scm_params, k: int, key) -> QuantizePlan:
-    """Draw the label shuffles of one lazy-mode categorical column (SPEC §4.5).
+    """Draw the label shuffles of one lazy-mode categorical column (DESIGN §4.5).
 
     Parameters
     ----------
@@ -145,7 +145,7 @@ def plan_quantization(rng: np.random.Generator, scm_params, k: int, key) -> Quan
 
 
 class TablePostPlan(msgspec.Struct, frozen=True):
-    """Post-processing decisions of one table (SPEC §5.1-5.2).
+    """Post-processing decisions of one table (DESIGN §5.1-5.2).
 
     Attributes
     ----------
@@ -195,7 +195,7 @@ class TablePostPlan(msgspec.Struct, frozen=True):
 def plan_table_post(
     rng: np.random.Generator, db_params, float_cols, key, *, no_nulls=(), keep_constant=()
 ) -> TablePostPlan:
-    """Draw the column transforms and the null share of one table (SPEC §5).
+    """Draw the column transforms and the null share of one table (DESIGN §5).
 
     Parameters
     ----------

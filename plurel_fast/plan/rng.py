@@ -4,7 +4,7 @@ Structural choices (how many tables, which layout, MLP weights, ...) are drawn
 from ``numpy.random.Generator``s keyed by the database seed and a *path* of
 names and numbers, e.g. ``("table", 3, "scm")``. Paths map to SeedSequence spawn
 keys through a stable hash, so adding a table or a purpose never shifts the
-draws of another one (ARCHITECTURE rule 1). Row-level draws instead use
+draws of another one (DESIGN §A.1). Row-level draws instead use
 counter-based kernels (``plurel_fast.kernels.rng``) keyed by ``stream_key``.
 """
 

@@ -3,7 +3,7 @@
 Everything here is decided once per database from planning generators keyed by
 (seed, purpose) (``plan.rng``), so the plan is a pure function of the seed and
 the config. A plan built from a SQL schema (``Config.schema_file`` /
-``schema_sql``, SPEC §7) fills the same structures: the tables, keys and column
+``schema_sql``, DESIGN §7) fills the same structures: the tables, keys and column
 meanings come from the SQL, row and label counts from the seed.
 """
 
@@ -90,7 +90,7 @@ class SchemaPlan(msgspec.Struct, frozen=True):
 
 
 def plan_time_window(seed: int, config: Config):
-    """SPEC §1 time window: two distinct days in [min, max), sorted, and the splits.
+    """DESIGN §1 time window: two distinct days in [min, max), sorted, and the splits.
 
     Returns (db_min, db_max, val_timestamp, test_timestamp) as datetimes at midnight.
     """
@@ -114,7 +114,7 @@ def plan_time_window(seed: int, config: Config):
 
 
 def _sample_rows(db_params, kind: str, rng) -> int:
-    """A table's row count: one draw from its kind's row-count choices (SPEC §1)."""
+    """A table's row count: one draw from its kind's row-count choices (DESIGN §1)."""
     choices = (
         db_params.num_rows_activity_table_choices
         if kind == ACTIVITY
@@ -128,7 +128,7 @@ def _midnight(t) -> dt.datetime:
 
 
 def plan_schema(seed: int, config: Config) -> SchemaPlan:
-    """Random schema (SPEC §1): table DAG, entity/activity kinds, rows and columns.
+    """Random schema (DESIGN §1): table DAG, entity/activity kinds, rows and columns.
 
     With ``config.schema_file`` or ``config.schema_sql`` the schema is the SQL one
     (:func:`plan_sql_schema`).
@@ -188,10 +188,10 @@ def plan_schema(seed: int, config: Config) -> SchemaPlan:
 
 
 def plan_sql_schema(seed: int, config: Config) -> SchemaPlan:
-    """The schema of ``config``'s SQL (SPEC §7), with row and label counts for ``seed``.
+    """The schema of ``config``'s SQL (DESIGN §7), with row and label counts for ``seed``.
 
     Tables keep their names, key and column names and statement order (ids). Roles
-    follow the foreign-key graph as in SPEC §1: a table no other table references is
+    follow the foreign-key graph as in DESIGN §1: a table no other table references is
     an activity table, the others are entity tables. Row counts and the number of
     synthetic labels of TEXT columns are drawn from the config's choices.
     """

@@ -1,4 +1,4 @@
-"""The SCM program of one table (SPEC §4.1-4.4), packed for ``kernels.scm``.
+"""The SCM program of one table (DESIGN §4.1-4.4), packed for ``kernels.scm``.
 
 An SCM is a DAG of nodes; ``k`` of them are the table's *column* nodes, the
 in-degree-0 nodes are *source* nodes fed by exogenous signals, every other node
@@ -103,7 +103,7 @@ class ScmPlan(msgspec.Struct, frozen=True):
     children : tuple of str
         Child tables, aligned with the first axis of ``coll_*``.
     quantize : tuple of (QuantizePlan | None)
-        Lazy mode: the quantization of each categorical column (SPEC §4.5).
+        Lazy mode: the quantization of each categorical column (DESIGN §4.5).
     mlp : MlpBankArrays
     sources : SourceBank
     """
@@ -342,7 +342,7 @@ def _table_offsets(pending_rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
-    """Draw the SCM of ``table`` (SPEC §4.1-4.3) from its own planning stream.
+    """Draw the SCM of ``table`` (DESIGN §4.1-4.3) from its own planning stream.
 
     Order of the draws from the table's stream (`_draw_graph`, `_draw_mechanisms`,
     `_draw_mlps`): the mode, the layout, the column-node share, the DAG, the column
@@ -355,7 +355,7 @@ def plan_scm(seed: int, table: TablePlan, config: Config) -> ScmPlan:
     :meth:`MlpBank.add_embeddings`; the weights at :meth:`MlpBank.freeze`. Sources,
     node noise keys and quantizations come from streams of their own. Each draw of a
     kind is i.i.d., so batching them keeps the law of one node, edge or MLP at a time
-    (SPEC §4.1-4.2). The golden-bytes test guards this order.
+    (DESIGN §4.1-4.2). The golden-bytes test guards this order.
     """
     p = config.scm_params
     rng = plan_rng(seed, "table", table.id, "scm")

@@ -1,4 +1,4 @@
-"""Planning the source nodes of an SCM: generator types and parameters (SPEC §4.3).
+"""Planning the source nodes of an SCM: generator types and parameters (DESIGN §4.3).
 
 A *source* is the exogenous signal of one SCM source node, evaluated at the row
 index ``r`` of a table of ``n`` rows. Planning draws, once per database, the
@@ -125,7 +125,7 @@ def ar_window(rho: float) -> int:
 def ts_generator(
     lo, hi, trend_alpha, trend_scale, cycle_freq, cycle_scale, noise_scale, ar_rho
 ) -> np.ndarray:
-    """Generator row of a ts source (trend + cycle + AR(1) noise, SPEC §4.3)."""
+    """Generator row of a ts source (trend + cycle + AR(1) noise, DESIGN §4.3)."""
     row = _row(GEN_TS, lo, hi)
     row[COL_TREND_ALPHA] = trend_alpha
     row[COL_TREND_SCALE] = trend_scale
@@ -172,7 +172,7 @@ def _row(code, lo, hi):
 
 
 class NumericalSource(msgspec.Struct, frozen=True):
-    """A numerical source node's generator(s) (SPEC §4.3).
+    """A numerical source node's generator(s) (DESIGN §4.3).
 
     Attributes
     ----------
@@ -211,7 +211,7 @@ class NumericalSource(msgspec.Struct, frozen=True):
 
 
 class CategoricalSource(msgspec.Struct, frozen=True):
-    """A categorical source node of an eagerly propagated SCM (SPEC §4.3).
+    """A categorical source node of an eagerly propagated SCM (DESIGN §4.3).
 
     Attributes
     ----------
@@ -330,7 +330,7 @@ def _check_gens(name, gens, num_rows) -> int:
 
 
 def plan_numerical_source(rng, scm_params, num_rows, is_activity) -> NumericalSource:
-    """Draw the generator type and parameters of one numerical source (SPEC §4.3).
+    """Draw the generator type and parameters of one numerical source (DESIGN §4.3).
 
     Parameters
     ----------
@@ -365,7 +365,7 @@ def plan_numerical_source(rng, scm_params, num_rows, is_activity) -> NumericalSo
 def plan_categorical_source(
     rng, scm_params, num_rows, num_categories, is_activity
 ) -> CategoricalSource:
-    """Draw a categorical source of ``num_categories`` categories (SPEC §4.3, eager mode).
+    """Draw a categorical source of ``num_categories`` categories (DESIGN §4.3, eager mode).
 
     Type ts gives one ts generator per category (softmax sampling per row); the
     other types give i.i.d. categories with flat-Dirichlet probabilities.

@@ -1,4 +1,4 @@
-"""SQL schemas (SPEC §7): ``CREATE TABLE`` / ``CREATE TYPE`` text read into tables.
+"""SQL schemas (DESIGN §7): ``CREATE TABLE`` / ``CREATE TYPE`` text read into tables.
 
 The SQL is *parsed* with sqlglot, never executed: no database is opened, no file is
 touched, and statements other than ``CREATE TABLE`` and ``CREATE TYPE ... AS ENUM`` are
