@@ -1,7 +1,7 @@
 """Where the SCM propagation time of one database goes, and its GFLOP/s on the MLP work.
 
 For every table of ``plan_database(seed, config)``, in generation order, times the
-table's SCM values as ``generate`` computes them (``_scm_values``: collation
+table's SCM values as ``generate`` computes them (``scm_values``: collation
 partials, sources, propagation, quantization), then runs every MLP the table's SCM
 evaluates per row (numerical edge encoders and decoders of the nodes in ``run_order``) alone over the same number
 of rows with ``kernels.mlp.mlp_forward``, once as planned and once with every
@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from plurel_fast import Config
-from plurel_fast.generate import _key_columns, _scm_values, execute
+from plurel_fast.assemble import key_columns, scm_values
+from plurel_fast.generate import execute
 from plurel_fast.kernels import mlp as K
 from plurel_fast.plan.database import plan_database
 
@@ -71,10 +72,10 @@ def main() -> None:
         table = plan.schema.table(name)
         scm = plan.scm(table.id)
         n = table.num_rows
-        keys = _key_columns(plan, table, 65_536)
+        keys = key_columns(plan, table, 65_536)
         parents = {p: raw[p] for p in table.parents}
         t0 = time.perf_counter()
-        values = _scm_values(plan, table, scm, keys, parents, 65_536)
+        values = scm_values(plan, table, scm, keys, parents, 65_536)
         prop = time.perf_counter() - t0
         raw[name] = (scm, values)
         bank = scm.mlp.materialise()  # lazy in the plan: all weights stored for the timing

@@ -137,12 +137,12 @@ def _structure(plan, table) -> dict:
 
 def _generate_table(plan, table, raw, chunk_rows: int):
     """One table exactly as ``generate.execute`` makes it; returns its raw values."""
-    from plurel_fast.generate import _assemble, _key_columns, _scm_values
+    from plurel_fast.assemble import assemble_table, key_columns, scm_values
 
-    keys = _key_columns(plan, table, chunk_rows)
+    keys = key_columns(plan, table, chunk_rows)
     parents = {p: (plan.scm(plan.schema.table(p).id), raw[p]) for p in table.parents}
-    values = _scm_values(plan, table, plan.scm(table.id), keys, parents, chunk_rows)
-    frame = _assemble(plan, table, keys, values)
+    values = scm_values(plan, table, plan.scm(table.id), keys, parents, chunk_rows)
+    frame = assemble_table(plan, table, keys, values)
     assert frame.height == table.num_rows
     return values
 

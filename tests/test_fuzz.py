@@ -259,7 +259,7 @@ DENSE_PRODUCT = Config(
 
 
 def test_finite_is_the_identity_on_finite_values():
-    from plurel_fast.generate import finite
+    from plurel_fast.assemble import finite
 
     big = FLOAT32_MAX_64
     x = np.array([0.0, -0.0, 1.5, -3e38, 5e-324, big, -big, 1e300])

@@ -17,7 +17,7 @@ from scipy import stats
 import plurel_fast
 from plurel_fast import Choices, Config, DatabaseParams
 from plurel_fast.config import ConfigError
-from plurel_fast.generate import activity_dates
+from plurel_fast.assemble import activity_dates
 from plurel_fast.plan.schema import plan_schema, plan_time_window
 
 SMALL = Config(

@@ -8,7 +8,7 @@ import pytest
 from naive import naive_collation, naive_scm_rows
 from plurel_fast import Choices, Config, DatabaseParams, SCMParams
 from plurel_fast.config import ACTIVATIONS, INITIALIZATIONS
-from plurel_fast.generate import _key_columns, _scm_values
+from plurel_fast.assemble import key_columns, scm_values
 from plurel_fast.kernels.scm import collation_partials
 from plurel_fast.kernels.sources import source_values
 from plurel_fast.plan.database import plan_database
@@ -36,10 +36,10 @@ def _run(plan, chunk_rows=37):
     raw, keys_of = {}, {}
     for name in plan.schema.order:
         table = plan.schema.table(name)
-        keys_of[name] = _key_columns(plan, table, 10_000)
+        keys_of[name] = key_columns(plan, table, 10_000)
         scm = plan.scm(table.id)
         parents = {p: (plan.scm(plan.schema.table(p).id), raw[p]) for p in table.parents}
-        raw[name] = _scm_values(plan, table, scm, keys_of[name], parents, chunk_rows)
+        raw[name] = scm_values(plan, table, scm, keys_of[name], parents, chunk_rows)
     return raw, keys_of
 
 
@@ -117,11 +117,11 @@ def test_values_independent_of_chunk_size():
     plan = plan_database(3, _config("sum", "type_eager"))
     for name in plan.schema.order:
         table = plan.schema.table(name)
-        keys = _key_columns(plan, table, 10_000)
+        keys = key_columns(plan, table, 10_000)
         if table.parents:
             continue
-        a = _scm_values(plan, table, plan.scm(table.id), keys, {}, 7)
-        b = _scm_values(plan, table, plan.scm(table.id), keys, {}, 10_000)
+        a = scm_values(plan, table, plan.scm(table.id), keys, {}, 7)
+        b = scm_values(plan, table, plan.scm(table.id), keys, {}, 10_000)
         assert a.tobytes() == b.tobytes()
 
 
@@ -219,9 +219,9 @@ def test_lazy_and_stored_weights_give_the_same_values():
         assert scm.mlp.lazy and scm.mlp.weights.size == 0
         stored = msgspec.structs.replace(scm, mlp=scm.mlp.materialise())
         assert not stored.mlp.lazy and stored.mlp.weights.size > 0
-        keys = _key_columns(plan, table, 10_000)
-        a = _scm_values(plan, table, scm, keys, {}, 10_000)
-        b = _scm_values(plan, table, stored, keys, {}, 10_000)
+        keys = key_columns(plan, table, 10_000)
+        a = scm_values(plan, table, scm, keys, {}, 10_000)
+        b = scm_values(plan, table, stored, keys, {}, 10_000)
         assert a.tobytes() == b.tobytes()
 
 
