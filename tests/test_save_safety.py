@@ -254,6 +254,23 @@ def test_load_rejects_broken_keys_naming_table_and_column(tmp_path, dbs):
     assert Database.load(folder).table_dict[child].df[fk].null_count() == 1
 
 
+def test_load_rejects_an_unsorted_keyless_time_table(tmp_path):
+    import datetime as dt
+
+    from plurel_fast import Table
+
+    times = [dt.datetime(2020, 1, d) for d in (1, 3, 2)]
+    db = Database({"events": Table(pl.DataFrame({"t": times, "x": [1.0, 2.0, 3.0]}),
+                                   time_col="t")}, times[0], times[1])
+    folder = db.save(tmp_path / "events")
+    with pytest.raises(ValueError, match="'events' has no primary key and its time column 't' is not sorted"):
+        Database.load(folder)
+    keyed = Database({"events": Table(pl.DataFrame({"id": [0, 1, 2], "t": times}), pkey_col="id",
+                                      time_col="t")}, times[0], times[1])
+    keyed.save(tmp_path / "keyed")
+    assert len(Database.load(tmp_path / "keyed").table_dict["events"]) == 3  # allowed with a key
+
+
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path, dbs):
     folder = dbs[0].save(tmp_path / "bomb")
     manifest = yaml.safe_load((folder / "manifest.yaml").read_text())

@@ -431,10 +431,22 @@ def load_manifest(path: Path):
 
 def _check_keys(tables: dict, where: Path) -> None:
     """Keys a folder's tables must satisfy (cheap, vectorised): primary keys without
-    nulls or duplicates; foreign keys non-negative and naming an existing parent row.
-    Null foreign keys (a missing reference, which RelBench datasets hold) are allowed."""
+    nulls or duplicates; foreign keys non-negative and naming an existing parent row; a
+    table without a primary key sorted by its time column (RelBench's rule). Null
+    foreign keys (a missing reference, which RelBench datasets hold) are allowed, and so
+    is a table with a primary key whose rows are not in time order."""
     for name, table in tables.items():
         df = table.df
+        if table.pkey_col is None and table.time_col is not None:
+            # Without a primary key a row's identity is its position, which RelBench's
+            # time cuts keep only when the rows are in time order.
+            t = df.get_column(table.time_col)
+            if t.null_count() or not t.is_sorted():
+                raise ValueError(
+                    f"{where}: table {name!r} has no primary key and its time column "
+                    f"{table.time_col!r} is not sorted (or has nulls), so its rows have no "
+                    "identity that survives RelBench's time cuts; sort it by time"
+                )
         if table.pkey_col is not None:
             pk = df.get_column(table.pkey_col)
             if pk.null_count():
