@@ -98,7 +98,7 @@ def test_dangling_symlink_out_is_refused_before_generating(tmp_path, capsys, mon
 
 def test_chunk_rows_is_passed_on(tmp_path, capsys):
     config = SMALL.save(tmp_path / "small.toml")
-    a, b = tmp_path / "a", tmp_path / "b"
+    a, b = tmp_path / "a" / "db", tmp_path / "b" / "db"  # the manifest carries the folder name
     common = ["generate", "--seed", "2", "--config", str(config), "--quiet"]
     assert main([*common, "--out", str(a)]) == 0
     assert main([*common, "--out", str(b), "--chunk-rows", "1"]) == 0
