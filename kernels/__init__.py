@@ -98,3 +98,15 @@ def _prefer_wide_vectors() -> None:
 
 
 _prefer_wide_vectors()
+
+
+def cache_is_warm() -> bool:
+    """Whether compiled kernels are probably on disk already (the propagation kernel's
+    cache index exists in our cache folder, or in ``$NUMBA_CACHE_DIR``): then the first
+    call loads them in about a second instead of compiling for a minute or more."""
+    base = Path(os.environ.get("NUMBA_CACHE_DIR") or CACHE_DIR)
+    try:
+        return next(base.rglob("scm._propagate_rows-*.nbi"), None) is not None
+    except OSError:
+        return False
+

@@ -213,12 +213,15 @@ def _generate(args) -> int:
                   f"{len(table.features)} features ({time.perf_counter() - t0:.1f} s)",
                   file=sys.stderr, flush=True)
 
-    db = generate(
-        args.seed,
-        config,
-        chunk_rows=DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows,
-        on_table=progress,
-    )
+    from plurel_fast.compile_notice import compiling_notice
+
+    with compiling_notice(enabled=not args.quiet):
+        db = generate(
+            args.seed,
+            config,
+            chunk_rows=DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows,
+            on_table=progress,
+        )
     t1 = time.perf_counter()
     db.save(out, overwrite=args.overwrite)
     t2 = time.perf_counter()

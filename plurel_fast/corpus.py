@@ -334,7 +334,10 @@ def _run_locked(out, index, config, seeds, num_proc, prefix, target_tokens, over
     if target_tokens is not None and done_tokens >= target_tokens:
         jobs = [j for j in jobs if not j.generate]
     if jobs:
-        _warm_kernel_cache(config)
+        from plurel_fast.compile_notice import compiling_notice
+
+        with compiling_notice(enabled=progress):
+            _warm_kernel_cache(config)
         with open(index, "a", encoding="utf-8") as index_file:
             _run_workers(out, jobs, config, min(num_proc, len(jobs)), target_tokens, pre_dir,
                          index_file, result, previous, on_record, progress)
