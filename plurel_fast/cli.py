@@ -121,7 +121,8 @@ def _corpus_parser(sub) -> None:
     cor.add_argument("--num-dbs", type=int, required=True, help="number of seeds (>= 1)")
     cor.add_argument("--seed-offset", type=int, default=0, help="first seed (default 0)")
     cor.add_argument("--num-proc", type=int, default=None,
-                     help="worker processes, one numba thread each (default: one per core)")
+                     help="worker processes, one numba thread each (default: one per core; "
+                     "with --backend ray: tasks at a time, default the cluster's CPUs)")
     _config_options(cor)
     cor.add_argument("--db-prefix", default="plurel", help="folder name prefix (default plurel)")
     cor.add_argument("--target-tokens", type=int, default=None,
@@ -139,6 +140,12 @@ def _corpus_parser(sub) -> None:
                      "(needs plurel-fast[rt]) into --pre-dir")
     cor.add_argument("--pre-dir", type=Path, default=None,
                      help="where --preprocess writes (required with it)")
+    cor.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="local worker processes (default), or tasks on a Ray cluster "
+                     "(needs plurel-fast[ray]; --out on a filesystem every node sees)")
+    cor.add_argument("--address", default=None,
+                     help="with --backend ray: the cluster to join ('auto', 'ray://host:10001'); "
+                     "default: start a local Ray instance")
 
 
 def _load_config(args):
@@ -299,7 +306,7 @@ def _corpus(args) -> int:
         num_proc=args.num_proc, db_prefix=args.db_prefix, target_tokens=args.target_tokens,
         overwrite=args.overwrite, shard=args.shard, num_shards=args.num_shards,
         pre_dir=args.pre_dir if args.preprocess else None, on_record=log,
-        progress=not args.quiet,
+        progress=not args.quiet, backend=args.backend, address=args.address,
     )
     made = sum(1 for r in result.records if r["status"] == "ok")
     print(f"{made} databases generated, {len(result.skipped)} already complete, "

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import math
 import multiprocessing as mp
 import os
 import queue as _queue
@@ -58,6 +57,7 @@ __all__ = [
 ]
 
 RT_INSTALL = "pip install 'plurel-fast[rt]'"
+RAY_INSTALL = "pip install 'plurel-fast[ray]'"
 INDEX_FIELDS = ("seed", "name", "config_hash", "plurel_fast_version", "tables", "rows",
                 "tokens", "seconds", "worker", "status", "error")
 _JOIN_SECONDS = 5.0  # a terminated worker's grace period before it is killed
@@ -137,6 +137,14 @@ def rt_available() -> bool:
         return False
 
 
+def ray_available() -> bool:
+    """Whether Ray imports (the ``ray`` extra)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 # ----------------------------------------------------------------------------- parent
 
 
@@ -155,6 +163,8 @@ def run_corpus(
     pre_dir: str | os.PathLike | None = None,
     on_record: Callable[[dict], None] | None = None,
     progress: bool = False,
+    backend: str = "local",
+    address: str | None = None,
 ) -> CorpusResult:
     """Generate the databases of one shard of a corpus into ``out``.
 
@@ -173,6 +183,13 @@ def run_corpus(
         preprocess).
     on_record : called in the parent with each index record as it is written.
     progress : show a tqdm bar (databases, tokens, tokens/s, ETA) on stderr.
+    backend : ``"local"`` (worker processes here) or ``"ray"``: the same per-seed task on
+        a Ray cluster (``pip install 'plurel-fast[ray]'``), at most ``num_proc`` at a
+        time (default: the cluster's CPUs), each on one CPU with one numba thread; ``out``
+        (and ``pre_dir``) must be a path every node sees (a shared filesystem). The
+        bytes are those of a local run.
+    address : the Ray cluster to join (``"auto"``, ``"ray://host:10001"``); None starts
+        a local Ray instance.
 
     Raises
     ------
@@ -185,6 +202,13 @@ def run_corpus(
     config = Config() if config is None else config
     if not isinstance(config, Config):
         raise CorpusError(f"config must be a plurel_fast.Config, got {type(config).__name__}")
+    if backend not in ("local", "ray"):
+        raise CorpusError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "ray" and not ray_available():
+        raise CorpusError(f"--backend ray needs Ray, which is not installed; install it with: {RAY_INSTALL}")
+    if address is not None and backend != "ray":
+        raise CorpusError("--address is only used with --backend ray")
+    ray_slots = num_proc if backend == "ray" else None  # None: the cluster's CPUs
     num_proc = default_num_proc() if num_proc is None else num_proc
     _check_arguments(num_dbs, seed_offset, num_proc, db_prefix, target_tokens, shard, num_shards)
     out = Path(out).expanduser()
@@ -205,7 +229,7 @@ def run_corpus(
     with _shard_lock(index):
         return _run_locked(out, index, config, corpus_seeds(num_dbs, seed_offset, shard, num_shards),
                            num_proc, db_prefix, target_tokens, overwrite, pre_dir, on_record,
-                           progress)
+                           progress, backend, address, ray_slots)
 
 
 def _check_arguments(num_dbs, seed_offset, num_proc, db_prefix, target_tokens, shard, num_shards):
@@ -306,7 +330,7 @@ def _remove_stale_temporaries(parent: Path, names) -> None:
 
 
 def _run_locked(out, index, config, seeds, num_proc, prefix, target_tokens, overwrite, pre_dir,
-                on_record, progress) -> CorpusResult:
+                on_record, progress, backend="local", address=None, ray_slots=None) -> CorpusResult:
     t0 = time.perf_counter()
     config_hash = config.config_hash
     jobs, skipped = _plan_jobs(out, seeds, prefix, config_hash, overwrite, pre_dir)
@@ -336,11 +360,15 @@ def _run_locked(out, index, config, seeds, num_proc, prefix, target_tokens, over
     if jobs:
         from plurel_fast.compile_notice import compiling_notice
 
-        with compiling_notice(enabled=progress):
-            _warm_kernel_cache(config)
         with open(index, "a", encoding="utf-8") as index_file:
-            _run_workers(out, jobs, config, min(num_proc, len(jobs)), target_tokens, pre_dir,
-                         index_file, result, previous, on_record, progress)
+            if backend == "ray":
+                _run_ray(out, jobs, config, ray_slots, target_tokens, pre_dir, index_file,
+                         result, previous, on_record, progress, address)
+            else:
+                with compiling_notice(enabled=progress):
+                    _warm_kernel_cache(config)
+                _run_workers(out, jobs, config, min(num_proc, len(jobs)), target_tokens, pre_dir,
+                             index_file, result, previous, on_record, progress)
         # One line per database, last record wins, in seed order.
         _write_index(index, read_index(index))
     result.databases = len(skipped) + sum(
@@ -432,42 +460,18 @@ def _run_workers(out, jobs, config, num_proc, target_tokens, pre_dir, index_file
 
     procs: dict[int, mp.Process] = {}
     bar = _progress_bar(len(jobs), target_tokens, result.tokens) if progress else None
-    pending = list(reversed(jobs))  # pop() gives the smallest seed first
-    in_flight: dict[int, _Job] = {}  # seed -> job, queued or running
+    book = _Bookkeeper(jobs, target_tokens, index_file, result, previous, on_record, bar)
+    in_flight = book.in_flight  # seed -> job, queued or running
     running: dict[int, int] = {}  # worker -> the seed it said it started
-    t0 = time.perf_counter()
-    new_tokens = 0
     startup_deaths = 0
 
     def launch() -> None:
-        if target_tokens is not None and result.tokens >= target_tokens:
-            pending[:] = [j for j in pending if not j.generate]
-        if pending:
-            job = pending.pop()
-            in_flight[job.seed] = job
+        job = book.next_job()
+        if job is not None:
             tasks.put((job.seed, job.name, str(job.folder), job.generate))
 
     def finish(record: dict) -> None:
-        nonlocal new_tokens
-        job = in_flight.pop(record["seed"])
-        if not job.generate:  # preprocessing only: the database keeps its record
-            if record["status"] == "ok":
-                record = None
-            else:
-                record = {**previous[job.seed], "status": record["status"],
-                          "error": record["error"], "worker": record["worker"]}
-        if record is not None:
-            index_file.write(json.dumps(record) + "\n")
-            index_file.flush()
-            os.fsync(index_file.fileno())
-            result.records.append(record)
-            if on_record is not None:
-                on_record(record)
-            if record["status"] == "ok":
-                result.tokens += record["tokens"]
-                new_tokens += record["tokens"]
-        if bar is not None:
-            _advance(bar, target_tokens, result.tokens, new_tokens, time.perf_counter() - t0)
+        book.finish(record)
         launch()
 
     try:
@@ -517,6 +521,99 @@ def _run_workers(out, jobs, config, num_proc, target_tokens, pre_dir, index_file
         _remove_stale_temporaries(out, [j.name for j in in_flight.values()])
         if pre_dir is not None:
             _remove_stale_temporaries(pre_dir, [j.name for j in in_flight.values()])
+
+
+class _Bookkeeper:
+    """What both runners share: the queue of jobs (honouring the token budget), the
+    index lines, the records, the tokens and the progress bar."""
+
+    def __init__(self, jobs, target_tokens, index_file, result, previous, on_record, bar):
+        self.pending = list(reversed(jobs))  # pop() gives the smallest seed first
+        self.in_flight: dict[int, _Job] = {}
+        self.target_tokens, self.index_file, self.result = target_tokens, index_file, result
+        self.previous, self.on_record, self.bar = previous, on_record, bar
+        self.t0 = time.perf_counter()
+        self.new_tokens = 0
+
+    def next_job(self):
+        if self.target_tokens is not None and self.result.tokens >= self.target_tokens:
+            self.pending[:] = [j for j in self.pending if not j.generate]
+        if not self.pending:
+            return None
+        job = self.pending.pop()
+        self.in_flight[job.seed] = job
+        return job
+
+    def finish(self, record: dict) -> None:
+        job = self.in_flight.pop(record["seed"])
+        if not job.generate:  # preprocessing only: the database keeps its record
+            if record["status"] == "ok":
+                record = None
+            else:
+                record = {**self.previous[job.seed], "status": record["status"],
+                          "error": record["error"], "worker": record["worker"]}
+        if record is not None:
+            self.index_file.write(json.dumps(record) + "\n")
+            self.index_file.flush()
+            os.fsync(self.index_file.fileno())
+            self.result.records.append(record)
+            if self.on_record is not None:
+                self.on_record(record)
+            if record["status"] == "ok":
+                self.result.tokens += record["tokens"]
+                self.new_tokens += record["tokens"]
+        if self.bar is not None:
+            _advance(self.bar, self.target_tokens, self.result.tokens, self.new_tokens,
+                     time.perf_counter() - self.t0)
+
+
+def _run_ray(out, jobs, config, num_proc, target_tokens, pre_dir, index_file, result,
+             previous, on_record, progress, address) -> None:
+    import ray
+
+    env = {"NUMBA_NUM_THREADS": "1"}
+    if not ray.is_initialized():
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False,
+                 include_dashboard=False)
+    slots = num_proc or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    task = ray.remote(num_cpus=1)(_ray_task)
+    config_json = config.to_json(indent=0)
+    pre = str(pre_dir) if pre_dir else None
+    bar = _progress_bar(len(jobs), target_tokens, result.tokens) if progress else None
+    book = _Bookkeeper(jobs, target_tokens, index_file, result, previous, on_record, bar)
+    running = {}  # ObjectRef -> job
+
+    def launch() -> None:
+        job = book.next_job()
+        if job is not None:
+            ref = task.remote(config_json, pre, (job.seed, job.name, str(job.folder), job.generate))
+            running[ref] = job
+
+    try:
+        for _ in range(min(slots, len(jobs))):
+            launch()
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                job = running.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - a lost worker or node fails its seed
+                    record = _record(job.seed, job.name, config.config_hash, None, None, None,
+                                     None, None, None, "failed", f"{type(e).__name__}: {e}")
+                book.finish(record)
+                launch()
+    except KeyboardInterrupt:
+        result.interrupted = True
+        for ref in running:
+            ray.cancel(ref, force=True)
+    finally:
+        if bar is not None:
+            bar.close()
+        # Workers that were cancelled or lost could not remove their temporary folders.
+        _remove_stale_temporaries(out, [j.name for j in book.in_flight.values()])
+        if pre_dir is not None:
+            _remove_stale_temporaries(pre_dir, [j.name for j in book.in_flight.values()])
 
 
 def _stop(procs) -> None:
@@ -577,28 +674,50 @@ def _worker(worker: int, config_json: str, pre_dir: str | None, tasks, results) 
         task = tasks.get()
         if task is None:
             return
-        seed, name, folder, make = task
-        results.put(("start", worker, seed))
-        started = time.perf_counter()
-        tables = rows = tokens = None
-        try:
-            if make:
-                db = generate(seed, config)
-                tables, rows, tokens = len(db.table_dict), db.num_rows, db.num_tokens
-                db.save(folder, overwrite=True)
-                del db
-            if rustler is not None:
-                _preprocess(rustler, Path(folder), Path(pre_dir), name)
-            status, error = "ok", None
-        except Exception as e:  # noqa: BLE001 - recorded in the index, the job goes on
-            status = "failed"
-            error = f"{type(e).__name__}: {e}".strip()
-            where = traceback.extract_tb(e.__traceback__)
-            if where:
-                error += f" ({Path(where[-1].filename).name}:{where[-1].lineno})"
-        results.put(("done", worker, _record(seed, name, config_hash, version, tables, rows,
-                                             tokens, round(time.perf_counter() - started, 3),
-                                             worker, status, error)))
+        results.put(("start", worker, task[0]))
+        results.put(("done", worker, _run_task(task, generate, config, config_hash, version,
+                                               rustler, pre_dir, worker)))
+
+
+def _run_task(task, generate, config, config_hash, version, rustler, pre_dir, worker) -> dict:
+    """One seed: generate and save its database (unless complete), preprocess it when
+    asked; the index record, with the error of a failure (never raised)."""
+    seed, name, folder, make = task
+    started = time.perf_counter()
+    tables = rows = tokens = None
+    try:
+        if make:
+            db = generate(seed, config)
+            tables, rows, tokens = len(db.table_dict), db.num_rows, db.num_tokens
+            db.save(folder, overwrite=True)
+            del db
+        if rustler is not None:
+            _preprocess(rustler, Path(folder), Path(pre_dir), name)
+        status, error = "ok", None
+    except Exception as e:  # noqa: BLE001 - recorded in the index, the job goes on
+        status = "failed"
+        error = f"{type(e).__name__}: {e}".strip()
+        where = traceback.extract_tb(e.__traceback__)
+        if where:
+            error += f" ({Path(where[-1].filename).name}:{where[-1].lineno})"
+    return _record(seed, name, config_hash, version, tables, rows, tokens,
+                   round(time.perf_counter() - started, 3), worker, status, error)
+
+
+def _ray_task(config_json: str, pre_dir: str | None, task) -> dict:
+    """`_run_task` on a Ray worker (one CPU, ``NUMBA_NUM_THREADS=1`` in its environment);
+    the worker's name in the index is ``<host>:<pid>``."""
+    import socket
+
+    from plurel_fast.generate import generate, package_version
+
+    config = Config.from_json(config_json)
+    rustler = None
+    if pre_dir is not None:
+        import rt.rustler as rustler
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    return _run_task(task, generate, config, config.config_hash, package_version(), rustler,
+                     pre_dir, worker)
 
 
 def _exit_on_sigterm(signum, frame):

@@ -325,3 +325,34 @@ def test_a_second_run_of_the_same_shard_is_refused(tmp_path, capsys):
         assert main(["corpus", "--out", str(out), "--num-dbs", "2", "--quiet"]) == 2
     assert "another corpus run is writing" in capsys.readouterr().err
     assert not list(out.glob("plurel-*"))
+
+
+def test_ray_backend_needs_ray_and_address_needs_ray(tmp_path, capsys, monkeypatch):
+    import plurel_fast.corpus as corpus_module
+
+    monkeypatch.setattr(corpus_module, "ray_available", lambda: False)
+    out = tmp_path / "out"
+    assert main(["corpus", "--out", str(out), "--num-dbs", "2", "--backend", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'plurel-fast[ray]'" in err and len(err.strip().splitlines()) == 1
+    assert main(["corpus", "--out", str(out), "--num-dbs", "2", "--address", "auto"]) == 2
+    assert "--address is only used with --backend ray" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ray_backend_makes_the_bytes_of_a_local_run(clean, tmp_path, config_file):
+    """A local Ray instance started by the run (ray.init()), two task slots: the same
+    folders, byte for byte, as the local workers' run. Needs `pip install -e '.[ray]'`."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise AssertionError("this test needs Ray: pip install -e '.[ray]'") from None
+    out = tmp_path / "corpus"
+    res = corpus(out, config_file, "--num-dbs", NUM_DBS, "--num-proc", 2, "--backend", "ray",
+                 "--quiet")
+    assert f"{NUM_DBS} databases generated" in res.stdout
+    assert databases(out) == databases(clean[0])
+    records = read_index(out / "corpus.jsonl")
+    assert [r["seed"] for r in records] == list(range(NUM_DBS))
+    assert all(r["status"] == "ok" and ":" in r["worker"] for r in records)
