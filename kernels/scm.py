@@ -30,6 +30,8 @@ instead of one child row.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -44,6 +46,7 @@ from plurel_fast.kernels.codes import (
     EMB_OFFSET,
     LAYER_IN,
     LAYER_OUT,
+    LAYER_WEIGHT_OFFSET,
     MLP_FIRST_LAYER,
     MLP_NUM_LAYERS,
     PENDING_EMB,
@@ -84,6 +87,55 @@ _NEG_INF = np.float32(-np.inf)
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 
+# ------------------------------------------------------------------ kernel argument bundles
+# The propagation kernels take their arrays in a few named tuples (by keyword where
+# built) rather than ~46 positional arguments: a signature says what a kernel reads,
+# and two arrays of one dtype can no longer trade places unnoticed. numba accepts
+# named tuples with cache=True and inside prange bodies, and lowers one to its fields,
+# so the compiled loops are the same (same bytes, same speed: bench/RESULTS.md,
+# session 6).
+
+ScmGraph = namedtuple(
+    "ScmGraph",
+    "run_order is_source source_index num_categories agg noise_alpha noise_beta noise_key"
+    " dec_mlp dec_emb in_ptr edge_src edge_weight edge_mlp edge_table enc_tables"
+    " node_column emb_dim",
+)
+ScmGraph.__doc__ = """One table's SCM as propagation reads it: the ``ScmPlan`` arrays of the
+same names, ``node_column`` (int64 (n,): the output column of each column node, else -1)
+and ``emb_dim`` (int64: the embedding width)."""
+_PLAN_GRAPH_FIELDS = ScmGraph._fields[:-2]  # the ScmPlan fields of the same names
+
+MlpArrays = namedtuple(
+    "MlpArrays", "mlps layers weights layer_scale act_params emb_offsets emb_weights"
+)
+MlpArrays.__doc__ = """The arrays of an ``MlpBankArrays`` that the MLP kernels read (same
+names; ``layers``/``weights`` possibly from ``weights_of``, or a lazy bank's per-node
+buffer)."""
+
+LayerDraws = namedtuple("LayerDraws", ["lazy", "key", "draw", "init", "density"])
+LayerDraws.__doc__ = """How a lazy bank draws its matrices on demand (``lazy`` true):
+``MlpBankArrays.layer_key``, ``layer_draw``, ``layer_init``, ``layer_density``
+(``kernels.weights.draw_layers``)."""
+
+NoiseTables = namedtuple("NoiseTables", ["q", "x", "cdf", "guide"])
+NoiseTables.__doc__ = """Per-node Beta noise tables (``noise_tables_of``): quantiles, knots,
+CDF at the knots and guide table, one row per node (``kernels.noise``)."""
+
+Collation = namedtuple("Collation", ["node_slot", "fk_rows", "fk_base", "partials"])
+Collation.__doc__ = """The pre-aggregated collation inputs of a chunk's rows (``propagate``'s
+arguments of the same names)."""
+
+Tiling = namedtuple("Tiling", ["pass_rows", "tile_rows", "n_workers", "max_width"])
+Tiling.__doc__ = """How propagation splits its rows (int64 each): rows per pass and per
+tile, worker threads, and the width of the hidden-layer buffers (the bank's
+``max_width``)."""
+
+Scratch = namedtuple(
+    "Scratch", "acc lse_sum enc h x1 y1 labels prows unif buf_a buf_b"
+)
+Scratch.__doc__ = """Propagation workers' scratch, one slice per worker along the first
+axis (``_worker_scratch``)."""
 
 
 @njit(inline="always", cache=True)
@@ -224,8 +276,7 @@ def _fold_partials_lse(acc, lse_sum, partials, prows, slot, n_rows, dim):
 
 
 @njit(cache=True)
-def _encode(value_row, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc,
-            mlps, layers, weights, layer_scale, act_params, buf_a, buf_b):
+def _encode(value_row, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc, bank, buf_a, buf_b):
     """enc[t] = encoder(value_row[t]): a table row for categories, else the MLP."""
     if table_off >= 0:
         for t in range(n_rows):
@@ -235,83 +286,83 @@ def _encode(value_row, mlp_id, table_off, enc_tables, n_rows, dim, x1, enc,
     else:
         for t in range(n_rows):
             x1[t, 0] = value_row[t]
-        mlp_forward_tile(x1[:n_rows], mlp_id, mlps, layers, weights, layer_scale,
-                         act_params, enc[:n_rows], buf_a, buf_b)
+        mlp_forward_tile(x1[:n_rows], mlp_id, bank.mlps, bank.layers, bank.weights,
+                         bank.layer_scale, bank.act_params, enc[:n_rows], buf_a, buf_b)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _node_tiles(
-    v, n_rows, row0, fk_off, tile_rows, vals,
-    agg, num_categories, noise_alpha, noise_beta, noise_key,
-    dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table, enc_tables,
-    node_slot, fk_rows, fk_base, partials,
-    mlps, layers, weights, layer_scale, act_params, emb_offsets, emb_weights,
-    dim, noise_q, noise_x, noise_cdf, noise_guide,
-    acc_w, lse_w, enc_w, h_w, x1_w, y1_w, labels_w, prows_w, unif_w, buf_a_w, buf_b_w,
-):
-    """Inner node v on rows [0, n_rows) of ``vals`` (table rows row0 + t): each
-    worker takes an equal share of the rows, in tiles of at most ``tile_rows``,
+def _node_tiles(v, n_rows, row0, fk_off, vals, graph, bank, noise, coll, scratch):
+    """Inner node v on rows [0, n_rows) of ``vals`` (table rows row0 + t; row
+    fk_off + t of ``coll.fk_rows``): each worker (first axis of ``scratch``)
+    takes an equal share of the rows, in tiles of ``scratch``'s second axis,
     with its own scratch (equal shares: the threads meet at the end of every
     node, so a worker with one tile more would keep the other waiting)."""
-    n_workers = acc_w.shape[0]
-    n_fk = fk_rows.shape[0]
-    a = agg[v]
-    slot = node_slot[v]
+    n_workers, tile_rows = scratch.acc.shape[0], scratch.acc.shape[1]
+    dim = graph.emb_dim
+    n_fk = coll.fk_rows.shape[0]
+    a = graph.agg[v]
+    slot = coll.node_slot[v]
     for w in prange(n_workers):
-        acc, lse_sum, enc, h = acc_w[w], lse_w[w], enc_w[w], h_w[w]
-        x1, y1, labels, prows, unif = x1_w[w], y1_w[w], labels_w[w], prows_w[w], unif_w[w]
-        buf_a, buf_b = buf_a_w[w], buf_b_w[w]
+        acc, lse_sum, enc, h = scratch.acc[w], scratch.lse_sum[w], scratch.enc[w], scratch.h[w]
+        x1, y1, labels = scratch.x1[w], scratch.y1[w], scratch.labels[w]
+        prows, unif = scratch.prows[w], scratch.unif[w]
+        buf_a, buf_b = scratch.buf_a[w], scratch.buf_b[w]
         share_end = (w + 1) * n_rows // n_workers
         t0 = w * n_rows // n_workers
         while t0 < share_end:
             tn = min(tile_rows, share_end - t0)
             _agg_init(a, acc, lse_sum, tn, dim)
-            for e in range(in_ptr[v], in_ptr[v + 1]):
-                u = edge_src[e]
-                if edge_mlp[e] >= 0 and a != AGG_LOGEXP:
+            for e in range(graph.in_ptr[v], graph.in_ptr[v + 1]):
+                u = graph.edge_src[e]
+                mlp = graph.edge_mlp[e]
+                table = graph.edge_table[e]
+                weight = graph.edge_weight[e]
+                if mlp >= 0 and a != AGG_LOGEXP:
                     # the encoder's last layer folds straight into the aggregate
                     for t in range(tn):
                         x1[t, 0] = vals[u, t0 + t]
-                    mlp_forward_fold_tile(x1[:tn], edge_mlp[e], mlps, layers, weights,
-                                          layer_scale, act_params, acc[:tn], a, edge_weight[e],
+                    mlp_forward_fold_tile(x1[:tn], mlp, bank.mlps, bank.layers, bank.weights,
+                                          bank.layer_scale, bank.act_params, acc[:tn], a, weight,
                                           buf_a, buf_b)
-                elif edge_table[e] >= 0:
-                    _fold_table_edge(a, acc, lse_sum, vals[u, t0:], edge_table[e], enc_tables,
-                                     edge_weight[e], tn, dim)
+                elif table >= 0:
+                    _fold_table_edge(a, acc, lse_sum, vals[u, t0:], table, graph.enc_tables,
+                                     weight, tn, dim)
                 else:
-                    _encode(vals[u, t0:], edge_mlp[e], edge_table[e], enc_tables,
-                            tn, dim, x1, enc, mlps, layers, weights, layer_scale, act_params,
+                    _encode(vals[u, t0:], mlp, table, graph.enc_tables, tn, dim, x1, enc, bank,
                             buf_a, buf_b)
-                    _fold_edge(a, acc, lse_sum, enc, edge_weight[e], tn, dim)
+                    _fold_edge(a, acc, lse_sum, enc, weight, tn, dim)
             for f in range(n_fk):
                 for t in range(tn):
-                    prows[t] = fk_base[f] + fk_rows[f, fk_off + t0 + t]
-                _fold_partials(a, acc, lse_sum, partials, prows, slot, tn, dim)
+                    prows[t] = coll.fk_base[f] + coll.fk_rows[f, fk_off + t0 + t]
+                _fold_partials(a, acc, lse_sum, coll.partials, prows, slot, tn, dim)
             _agg_finish(a, acc, lse_sum, tn, dim)
-            add_node_noise(acc, tn, dim, row0 + t0, noise_key[v], noise_alpha[v], noise_beta[v],
-                           noise_q[v], noise_x[v], noise_cdf[v], noise_guide[v], unif)
-            if num_categories[v] > 0:
-                mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
-                                 act_params, h[:tn], buf_a, buf_b)
-                categorical_decode_tile(h[:tn], dec_emb[v], emb_offsets, emb_weights, labels[:tn])
+            add_node_noise(acc, tn, dim, row0 + t0, graph.noise_key[v], graph.noise_alpha[v],
+                           graph.noise_beta[v], noise.q[v], noise.x[v], noise.cdf[v],
+                           noise.guide[v], unif)
+            if graph.num_categories[v] > 0:
+                mlp_forward_tile(acc[:tn], graph.dec_mlp[v], bank.mlps, bank.layers, bank.weights,
+                                 bank.layer_scale, bank.act_params, h[:tn], buf_a, buf_b)
+                categorical_decode_tile(h[:tn], graph.dec_emb[v], bank.emb_offsets,
+                                        bank.emb_weights, labels[:tn])
                 for t in range(tn):
                     vals[v, t0 + t] = np.float32(labels[t])
             else:
-                mlp_forward_tile(acc[:tn], dec_mlp[v], mlps, layers, weights, layer_scale,
-                                 act_params, y1[:tn], buf_a, buf_b)
+                mlp_forward_tile(acc[:tn], graph.dec_mlp[v], bank.mlps, bank.layers, bank.weights,
+                                 bank.layer_scale, bank.act_params, y1[:tn], buf_a, buf_b)
                 for t in range(tn):
                     vals[v, t0 + t] = y1[t, 0]
             t0 += tn
 
 
 @njit(inline="always", cache=True)
-def _node_layers(v, dec_mlp, in_ptr, edge_mlp, mlps, layers, ids):
+def _node_layers(v, graph, mlps, layers, ids):
     """Layers of node v's decoder and numerical edge encoders into ``ids``;
     returns (count, total weights). With ``ids`` of size 0, only counts."""
     count = 0
     size = 0
-    for k in range(in_ptr[v + 1] - in_ptr[v] + 1):
-        m = dec_mlp[v] if k == 0 else edge_mlp[in_ptr[v] + k - 1]
+    first_edge = graph.in_ptr[v]
+    for k in range(graph.in_ptr[v + 1] - first_edge + 1):
+        m = graph.dec_mlp[v] if k == 0 else graph.edge_mlp[first_edge + k - 1]
         if m < 0:
             continue
         first = mlps[m, MLP_FIRST_LAYER]
@@ -323,87 +374,81 @@ def _node_layers(v, dec_mlp, in_ptr, edge_mlp, mlps, layers, ids):
     return count, size
 
 
-@njit(nogil=True, cache=True)
-def _propagate_rows(
-    start, stop, pass_rows, tile_rows, n_workers, src_vals,
-    order, is_source, num_categories, source_index, agg, noise_alpha, noise_beta, noise_key,
-    dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table, enc_tables,
-    node_column, node_slot, fk_rows, fk_base, partials,
-    mlps, layers, weights, layer_scale, act_params, max_width, emb_offsets, emb_weights,
-    lazy, layer_key, layer_draw, layer_init, layer_density,
-    dim, noise_q, noise_x, noise_cdf, noise_guide, out,
-):
-    """Rows [start, stop) node by node, in passes of at most ``pass_rows`` rows.
+@njit(cache=True)
+def _worker_scratch(n_workers, tile_rows, dim, width):
+    """Each propagation worker's scratch (a ``Scratch``): a tile of aggregates,
+    encodings, decoder outputs and hidden-layer buffers ``width`` wide."""
+    return Scratch(
+        empty_aligned((n_workers, tile_rows, dim)),
+        empty_aligned((n_workers, tile_rows, dim)),
+        empty_aligned((n_workers, tile_rows, dim)),
+        empty_aligned((n_workers, tile_rows, dim)),
+        np.empty((n_workers, tile_rows, 1), dtype=np.float32),
+        np.empty((n_workers, tile_rows, 1), dtype=np.float32),
+        np.empty((n_workers, tile_rows), dtype=np.int64),
+        np.empty((n_workers, tile_rows), dtype=np.int64),
+        np.empty((n_workers, dim), dtype=np.float64),
+        empty_aligned((n_workers, tile_rows, width)),
+        empty_aligned((n_workers, tile_rows, width)),
+    )
 
-    A pass holds one float32 value per (node, row); each node's MLPs are
-    drawn (lazy bank) into a buffer the size of the widest node's, just
+
+@njit(nogil=True, cache=True)
+def _propagate_rows(start, stop, src_vals, graph, bank, draws, noise, coll, tiling, out):
+    """Rows [start, stop) node by node, in passes of at most ``tiling.pass_rows`` rows.
+
+    A pass holds one float32 value per (node, row); with ``draws.lazy`` each
+    node's MLPs are drawn into a buffer the size of the widest node's, just
     before the node runs on the pass's rows, so a node's weights stay in
     cache while every row goes through them.
     """
     n_rows = stop - start
-    n_nodes = is_source.shape[0]
-    n_run = order.shape[0]  # the nodes evaluated (ScmPlan.run_order)
+    n_nodes = graph.is_source.shape[0]
+    order = graph.run_order  # the nodes evaluated (ScmPlan.run_order)
+    pass_rows = tiling.pass_rows
     vals = np.empty((n_nodes, min(pass_rows, n_rows)), dtype=np.float32)
-    acc_w = empty_aligned((n_workers, tile_rows, dim))
-    lse_w = empty_aligned((n_workers, tile_rows, dim))
-    enc_w = empty_aligned((n_workers, tile_rows, dim))
-    h_w = empty_aligned((n_workers, tile_rows, dim))
-    x1_w = np.empty((n_workers, tile_rows, 1), dtype=np.float32)
-    y1_w = np.empty((n_workers, tile_rows, 1), dtype=np.float32)
-    labels_w = np.empty((n_workers, tile_rows), dtype=np.int64)
-    prows_w = np.empty((n_workers, tile_rows), dtype=np.int64)
-    unif_w = np.empty((n_workers, dim), dtype=np.float64)
-    buf_a_w = empty_aligned((n_workers, tile_rows, max_width))
-    buf_b_w = empty_aligned((n_workers, tile_rows, max_width))
+    scratch = _worker_scratch(tiling.n_workers, tiling.tile_rows, graph.emb_dim, tiling.max_width)
     no_ids = np.empty(0, dtype=np.int64)
     max_count = 0
     max_size = 0
-    if lazy:
-        for oi in range(n_run):
-            count, size = _node_layers(order[oi], dec_mlp, in_ptr, edge_mlp, mlps, layers, no_ids)
+    if draws.lazy:
+        for oi in range(order.shape[0]):
+            count, size = _node_layers(order[oi], graph, bank.mlps, bank.layers, no_ids)
             max_count = max(max_count, count)
             max_size = max(max_size, size)
     ids = np.empty(max_count, dtype=np.int64)
-    local = layers.copy() if lazy else layers
-    wbuf = empty_aligned((max_size,)) if lazy else weights
+    local = bank.layers.copy() if draws.lazy else bank.layers
+    wbuf = empty_aligned((max_size,)) if draws.lazy else bank.weights
+    # the bank the tiles read: its layers placed in the node's buffer when lazy
+    node_bank = MlpArrays(bank.mlps, local, wbuf, bank.layer_scale, bank.act_params,
+                          bank.emb_offsets, bank.emb_weights)
     for p0 in range(0, n_rows, pass_rows):
         pn = min(pass_rows, n_rows - p0)
-        for oi in range(n_run):
+        for oi in range(order.shape[0]):
             v = order[oi]
-            if is_source[v]:
-                s = source_index[v]
+            if graph.is_source[v]:
+                s = graph.source_index[v]
                 for t in range(pn):
                     vals[v, t] = np.float32(src_vals[p0 + t, s])
             else:
-                if lazy:
-                    count, size = _node_layers(v, dec_mlp, in_ptr, edge_mlp, mlps, layers, ids)
+                if draws.lazy:
+                    count, size = _node_layers(v, graph, bank.mlps, bank.layers, ids)
                     off = 0
                     for i in range(count):
-                        local[ids[i], 0] = off
-                        off += layers[ids[i], LAYER_IN] * layers[ids[i], LAYER_OUT]
-                    draw_layers(ids[:count], local, layer_key, layer_draw, layer_init,
-                                layer_density, wbuf)
-                _node_tiles(
-                    v, pn, start + p0, p0, tile_rows, vals,
-                    agg, num_categories, noise_alpha, noise_beta, noise_key,
-                    dec_mlp, dec_emb, in_ptr, edge_src, edge_weight, edge_mlp, edge_table,
-                    enc_tables, node_slot, fk_rows, fk_base, partials,
-                    mlps, local, wbuf, layer_scale, act_params, emb_offsets, emb_weights,
-                    dim, noise_q, noise_x, noise_cdf, noise_guide,
-                    acc_w, lse_w, enc_w, h_w, x1_w, y1_w, labels_w, prows_w, unif_w,
-                    buf_a_w, buf_b_w,
-                )  # fmt: skip
-            c = node_column[v]
+                        local[ids[i], LAYER_WEIGHT_OFFSET] = off
+                        off += bank.layers[ids[i], LAYER_IN] * bank.layers[ids[i], LAYER_OUT]
+                    draw_layers(ids[:count], local, draws.key, draws.draw, draws.init,
+                                draws.density, wbuf)
+                _node_tiles(v, pn, start + p0, p0, vals, graph, node_bank, noise, coll, scratch)
+            c = graph.node_column[v]
             if c >= 0:
                 for t in range(pn):
                     out[p0 + t, c] = vals[v, t]
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _collation_chunk(
-    values, coll_mlp, coll_table, enc_tables, slot_aggs,
-    mlps, layers, weights, layer_scale, act_params, max_width, dim, out,
-):
+def _collation_chunk(values, coll_mlp, coll_table, enc_tables, slot_aggs, bank, max_width, dim,
+                     out):
     n_rows = values.shape[0]
     k = values.shape[1]
     n_slots = slot_aggs.shape[0]
@@ -422,8 +467,8 @@ def _collation_chunk(
         for i in range(k):
             for t in range(tn):
                 col[t] = values[t0 + t, i]
-            _encode(col, coll_mlp[i], coll_table[i], enc_tables, tn, dim,
-                    x1, enc[i], mlps, layers, weights, layer_scale, act_params, buf_a, buf_b)
+            _encode(col, coll_mlp[i], coll_table[i], enc_tables, tn, dim, x1, enc[i], bank,
+                    buf_a, buf_b)
         for s in range(n_slots):
             a = slot_aggs[s]
             w = w_sum if a == AGG_SUM else np.float32(1.0)
@@ -437,18 +482,31 @@ def _collation_chunk(
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _encoder_tables(pending, offsets, mlps, layers, weights, layer_scale, act_params, max_width,
-                    emb_offsets, emb_weights, dim, out):
+def _encoder_tables(pending, offsets, bank, max_width, dim, out):
     for p in prange(pending.shape[0]):
         emb_id = pending[p, PENDING_EMB]
-        off = emb_offsets[emb_id, EMB_OFFSET]
-        cats = emb_offsets[emb_id, EMB_CATEGORIES]
-        x = emb_weights[off:off + cats * dim].reshape((cats, dim))
+        off = bank.emb_offsets[emb_id, EMB_OFFSET]
+        cats = bank.emb_offsets[emb_id, EMB_CATEGORIES]
+        x = bank.emb_weights[off:off + cats * dim].reshape((cats, dim))
         buf_a = empty_aligned((cats, max_width))
         buf_b = empty_aligned((cats, max_width))
         dst = out[offsets[p]:offsets[p] + cats * dim].reshape((cats, dim))
-        mlp_forward_tile(x, pending[p, PENDING_MLP], mlps, layers, weights, layer_scale, act_params,
-                         dst, buf_a, buf_b)
+        mlp_forward_tile(x, pending[p, PENDING_MLP], bank.mlps, bank.layers, bank.weights,
+                         bank.layer_scale, bank.act_params, dst, buf_a, buf_b)
+
+
+def mlp_arrays(bank, layers=None, weights=None) -> MlpArrays:
+    """The arrays of an ``MlpBankArrays`` the kernels read, with ``(layers, weights)``
+    from ``bank.weights_of`` in place of the bank's own when given."""
+    return MlpArrays(
+        mlps=bank.mlps,
+        layers=bank.layers if layers is None else layers,
+        weights=bank.weights if weights is None else weights,
+        layer_scale=bank.layer_scale,
+        act_params=bank.act_params,
+        emb_offsets=bank.emb_offsets,
+        emb_weights=bank.emb_weights,
+    )
 
 
 def encoder_tables(bank, pending: np.ndarray, dim: int):
@@ -487,9 +545,8 @@ def encoder_tables(bank, pending: np.ndarray, dim: int):
     for b in np.unique(batch):
         rows = np.flatnonzero(batch == b)
         layers, weights = bank.weights_of(pending[rows, PENDING_MLP])
-        _encoder_tables(pending[rows], offsets[rows], bank.mlps, layers, weights,
-                        bank.layer_scale, bank.act_params, int(bank.max_width),
-                        bank.emb_offsets, bank.emb_weights, np.int64(dim), out)
+        _encoder_tables(pending[rows], offsets[rows], mlp_arrays(bank, layers, weights),
+                        int(bank.max_width), np.int64(dim), out)
     return out, offsets
 
 
@@ -525,13 +582,13 @@ def collation_partials(parent_plan, child_index: int, values: np.ndarray, slot_a
     layers, weights = m.weights_of(coll_mlp)
     _collation_chunk(
         values, coll_mlp, parent_plan.coll_table[child_index], parent_plan.enc_tables,
-        np.ascontiguousarray(slot_aggs, dtype=np.int64),
-        m.mlps, layers, weights, m.layer_scale, m.act_params, int(m.max_width), dim, out,
+        np.ascontiguousarray(slot_aggs, dtype=np.int64), mlp_arrays(m, layers, weights),
+        int(m.max_width), dim, out,
     )
     return out
 
 
-def noise_tables_of(plan):
+def noise_tables_of(plan) -> NoiseTables:
     """Per-node Beta noise tables (quantiles, knots, CDF, guide) of an SCM plan.
 
     Tabulated only for the nodes propagation draws from that way (inner nodes
@@ -549,7 +606,7 @@ def noise_tables_of(plan):
         full = np.zeros((plan.num_nodes, t.shape[1]), dtype=t.dtype)
         full[run] = t
         tables.append(full)
-    return tuple(tables)
+    return NoiseTables(*tables)
 
 
 def propagation_tile_rows(n_rows: int) -> int:
@@ -593,29 +650,29 @@ def propagate(plan, start: int, stop: int, src_vals: np.ndarray, fk_rows: np.nda
     node_slot : int64 (n,)
         Slot of each inner node's aggregation in ``partials``.
     out : float32 (stop - start, k)
-    noise_tables : tuple, optional
+    noise_tables : NoiseTables (or a tuple in its order), optional
         ``noise_tables_of(plan)``, to build once per table rather than per chunk.
     """
     n = plan.num_nodes
     node_column = np.full(n, -1, dtype=np.int64)
     node_column[plan.col_nodes] = np.arange(len(plan.col_nodes))
     m = plan.mlp
-    if noise_tables is None:
-        noise_tables = noise_tables_of(plan)
+    noise = NoiseTables(*(noise_tables_of(plan) if noise_tables is None else noise_tables))
     n_rows = stop - start
     pass_rows = propagation_pass_rows(n_rows, n)
-    tile_rows = propagation_tile_rows(min(pass_rows, n_rows))
-    n_workers = propagation_workers(n_rows)
-    _propagate_rows(
-        np.int64(start), np.int64(stop), np.int64(pass_rows), np.int64(tile_rows),
-        np.int64(n_workers), src_vals,
-        plan.run_order, plan.is_source, plan.num_categories, plan.source_index, plan.agg,
-        plan.noise_alpha, plan.noise_beta, plan.noise_key,
-        plan.dec_mlp, plan.dec_emb, plan.in_ptr, plan.edge_src, plan.edge_weight,
-        plan.edge_mlp, plan.edge_table, plan.enc_tables,
-        node_column, node_slot, fk_rows, fk_base, partials,
-        m.mlps, m.layers, m.weights, m.layer_scale, m.act_params, int(m.max_width),
-        m.emb_offsets, m.emb_weights,
-        bool(m.lazy), m.layer_key, m.layer_draw, m.layer_init, m.layer_density,
-        np.int64(plan.emb_dim), *noise_tables, out,
+    graph = ScmGraph(
+        **{name: getattr(plan, name) for name in _PLAN_GRAPH_FIELDS},
+        node_column=node_column,
+        emb_dim=np.int64(plan.emb_dim),
     )
+    draws = LayerDraws(lazy=bool(m.lazy), key=m.layer_key, draw=m.layer_draw,
+                       init=m.layer_init, density=m.layer_density)
+    coll = Collation(node_slot=node_slot, fk_rows=fk_rows, fk_base=fk_base, partials=partials)
+    tiling = Tiling(
+        pass_rows=np.int64(pass_rows),
+        tile_rows=np.int64(propagation_tile_rows(min(pass_rows, n_rows))),
+        n_workers=np.int64(propagation_workers(n_rows)),
+        max_width=np.int64(m.max_width),
+    )
+    _propagate_rows(np.int64(start), np.int64(stop), src_vals, graph, mlp_arrays(m), draws,
+                    noise, coll, tiling, out)
