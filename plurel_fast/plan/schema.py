@@ -113,6 +113,20 @@ def plan_time_window(seed: int, config: Config):
     )
 
 
+def _schema_plan(seed: int, config: Config, layout: str, tables, order) -> SchemaPlan:
+    """The plan of ``tables`` in generation ``order``, with the seed's time window."""
+    db_min, db_max, val_ts, test_ts = plan_time_window(seed, config)
+    return SchemaPlan(
+        db_min=db_min,
+        db_max=db_max,
+        val_timestamp=val_ts,
+        test_timestamp=test_ts,
+        layout=layout,
+        tables=tuple(tables),
+        order=tuple(order),
+    )
+
+
 def _sample_rows(db_params, kind: str, rng) -> int:
     """A table's row count: one draw from its kind's row-count choices (DESIGN §1)."""
     choices = (
@@ -174,16 +188,8 @@ def plan_schema(seed: int, config: Config) -> SchemaPlan:
             )
         )
 
-    db_min, db_max, val_ts, test_ts = plan_time_window(seed, config)
-    return SchemaPlan(
-        db_min=db_min,
-        db_max=db_max,
-        val_timestamp=val_ts,
-        test_timestamp=test_ts,
-        layout=layout,
-        tables=tuple(tables),
-        order=tuple(names[int(v)] for v in dag.topological_order()),
-    )
+    order = [names[int(v)] for v in dag.topological_order()]
+    return _schema_plan(seed, config, layout, tables, order)
 
 
 
@@ -256,13 +262,4 @@ def plan_sql_schema(seed: int, config: Config) -> SchemaPlan:
                 order.append(t.name)
                 placed.add(t.name)
                 break
-    db_min, db_max, val_ts, test_ts = plan_time_window(seed, config)
-    return SchemaPlan(
-        db_min=db_min,
-        db_max=db_max,
-        val_timestamp=val_ts,
-        test_timestamp=test_ts,
-        layout="sql",
-        tables=tuple(tables),
-        order=tuple(order),
-    )
+    return _schema_plan(seed, config, "sql", tables, order)
