@@ -520,8 +520,9 @@ def _write_contents(db: Database, root: Path, name: str, pretraining: bool) -> N
 def _write_pretraining(db: Database, root: Path) -> None:
     from plurel_fast.pretraining import database_scores, pretraining_targets, task_manifest
 
-    targets = [t for t in pretraining_targets(db) if _is_plain_name(t.name)]
-    skipped = len(pretraining_targets(db)) - len(targets)
+    listed = pretraining_targets(db)
+    targets = [t for t in listed if _is_plain_name(t.name)]
+    skipped = len(listed) - len(targets)
     if skipped:
         warnings.warn(
             f"{skipped} pretraining target(s) not written as tasks: their column names "
