@@ -35,6 +35,7 @@ __all__ = [
     "num_nulls",
     "post_process_table",
     "quantize",
+    "quantize_with",
 ]
 
 _MIN_STD = 1e-8
@@ -120,7 +121,13 @@ def quantize(values, plan) -> np.ndarray:
         raise ValueError("quantize needs NaN-free values; it runs before nulls are implanted")
     k = int(plan.num_categories)
     rows = boundary_rows(plan.key, values.shape[0], k)
-    boundaries = np.sort(values[rows])
+    return quantize_with(values, np.sort(values[rows]), plan)
+
+
+def quantize_with(values, boundaries, plan) -> np.ndarray:
+    """`quantize` with its sorted boundaries given (the values at `boundary_rows`, e.g.
+    read from a file): labels of any run of rows, equal to those of the whole column."""
+    values = _as_float_column("values", values)
     return _quantize(values, boundaries, np.ascontiguousarray(plan.label_map(), dtype=np.int64))
 
 

@@ -1,7 +1,8 @@
 """plurel_fast: fast, faithful synthetic relational databases (the PluRel method).
 
-``generate(seed, config)`` is the one entry point; everything else (CLI, corpus
-jobs, the RelBench adapter) calls it. ``SyntheticDataset`` is the drop-in for
+``generate(seed, config)`` returns a database in memory; ``generate_to(seed, config,
+path)`` writes it straight to a folder, tables larger than memory in Parquet row groups
+(the CLI and corpus jobs use it). ``SyntheticDataset`` is the drop-in for
 ``plurel.SyntheticDataset``.
 """
 
@@ -15,6 +16,7 @@ from plurel_fast.plan.sql_schema import SchemaError, SchemaWarning
 _LAZY = {
     "SyntheticDataset": "plurel_fast.relbench",
     "CacheMismatchError": "plurel_fast.relbench",
+    "generate_to": "plurel_fast.stream",
 }
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "SyntheticDataset",
     "Table",
     "generate",
+    "generate_to",
 ]
 
 

@@ -33,8 +33,10 @@ __all__ = [
     "assemble_table",
     "finite",
     "key_columns",
+    "scm_chunks",
     "scm_values",
     "source_columns_of",
+    "table_frame",
 ]
 
 
@@ -81,7 +83,25 @@ def scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.nd
     values = np.empty((n, k), dtype=np.float32)
     if n == 0 or k == 0:
         return values
+    for _ in scm_chunks(plan, table, scm, lambda col, a, b: keys[col][a:b], raw, chunk_rows,
+                        lambda a, b: values[a:b]):
+        pass
+    for i, qplan in enumerate(scm.quantize):
+        if qplan is not None:
+            values[:, i] = quantize(finite(values[:, i].astype(np.float64)), qplan)
+    return values
 
+
+def scm_chunks(plan, table: TablePlan, scm, fk_rows_of, raw, chunk_rows: int, buffer_of):
+    """Run the table's SCM chunk by chunk (DESIGN §4.4), before quantization.
+
+    ``fk_rows_of(fkey_col, start, stop)`` gives the foreign key's parent rows of rows
+    ``[start, stop)``; ``raw[parent]`` is ``(ScmPlan, values)`` where ``values[rows]``
+    gives a parent's float32 values at an index array and ``values[:]`` all of them;
+    ``buffer_of(start, stop)`` gives the float32 ``(stop - start, k)`` array the chunk
+    is written into. Yields ``(start, stop, chunk)`` after each chunk.
+    """
+    n = table.num_rows
     slot_aggs = scm.used_aggs
     node_slot = np.zeros(scm.num_nodes, dtype=np.int64)
     for slot, code in enumerate(slot_aggs):
@@ -99,8 +119,9 @@ def scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.nd
         child_index = parent_scm.children.index(table.name)
         whole = None
         if parent.num_rows <= chunk_rows:
-            whole = collation_partials(parent_scm, child_index, parent_values, slot_aggs)
-        foreign.append((keys[fkey_col], parent_scm, child_index, parent_values, whole))
+            whole = collation_partials(parent_scm, child_index,
+                                       np.asarray(parent_values[:]), slot_aggs)
+        foreign.append((fkey_col, parent_scm, child_index, parent_values, whole))
 
     all_whole = all(f[-1] is not None for f in foreign)
     stacked = None
@@ -112,25 +133,23 @@ def scm_values(plan, table: TablePlan, scm, keys, raw, chunk_rows: int) -> np.nd
         fk_base = np.zeros(len(foreign), dtype=np.int64)
         partials = []
         base = 0
-        for f, (col, parent_scm, child_index, parent_values, whole) in enumerate(foreign):
+        for f, (fkey_col, parent_scm, child_index, parent_values, whole) in enumerate(foreign):
+            col = fk_rows_of(fkey_col, start, stop)
             if whole is not None:
                 part = whole
-                fk_rows[f] = col[start:stop]
+                fk_rows[f] = col
             else:
-                rows, fk_rows[f] = np.unique(col[start:stop], return_inverse=True)
+                rows, fk_rows[f] = np.unique(col, return_inverse=True)
                 part = collation_partials(parent_scm, child_index, parent_values[rows], slot_aggs)
             partials.append(part)
             fk_base[f] = base
             base += len(part)
         if stacked is None or not all_whole:  # whole-table partials: stacked once
             stacked = _stack(partials, len(slot_aggs), scm.emb_dim)
-        propagate(scm, start, stop, src, fk_rows, fk_base, stacked, node_slot, values[start:stop],
+        chunk = buffer_of(start, stop)
+        propagate(scm, start, stop, src, fk_rows, fk_base, stacked, node_slot, chunk,
                   noise_tables=noise)
-
-    for i, qplan in enumerate(scm.quantize):
-        if qplan is not None:
-            values[:, i] = quantize(finite(values[:, i].astype(np.float64)), qplan)
-    return values
+        yield start, stop, chunk
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -185,6 +204,17 @@ def assemble_table(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataF
         post, float_columns, categorical_columns,
         order=[c.name for c in table.features],
     )
+    dates = None
+    if table.time_col is not None:
+        dates = activity_dates(plan.schema.db_min, plan.schema.db_max, n)
+    return table_frame(plan, table, keys, features, dates)
+
+
+def table_frame(plan, table: TablePlan, keys, features, dates, date_ranks=None) -> pl.DataFrame:
+    """The frame of a table, or of a run of its rows: key columns, the post-processed
+    ``features`` (name -> (values, validity or None), as `post_process_table` returns
+    them), the time column ``dates`` (None for entity tables), then a SQL table's types
+    and column order (``date_ranks``: see `finish_sql_table`)."""
     series = [pl.Series(name, col) for name, col in keys.items()]
     for name, (col, valid) in features.items():
         s = pl.Series(name, col)
@@ -192,11 +222,10 @@ def assemble_table(plan, table: TablePlan, keys, values: np.ndarray) -> pl.DataF
             s = s.scatter(np.flatnonzero(~valid), None)
         series.append(s)
     if table.time_col is not None:
-        dates = activity_dates(plan.schema.db_min, plan.schema.db_max, n)
         series.append(pl.Series(table.time_col, dates))
     frame = pl.DataFrame(series)
     if table.column_order is not None:  # a SQL table: its column types and order
-        frame = finish_sql_table(table, frame, plan.schema)
+        frame = finish_sql_table(table, frame, plan.schema, date_ranks=date_ranks)
     return frame
 
 

@@ -190,7 +190,7 @@ def _with_schema(config, args):
 
 
 def _generate(args) -> int:
-    from plurel_fast.generate import DEFAULT_CHUNK_ROWS, generate
+    from plurel_fast.generate import DEFAULT_CHUNK_ROWS
 
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
@@ -221,24 +221,28 @@ def _generate(args) -> int:
                   file=sys.stderr, flush=True)
 
     from plurel_fast.compile_notice import compiling_notice
+    from plurel_fast.stream import generate_to
 
     with compiling_notice(enabled=not args.quiet):
-        db = generate(
+        # Straight to the folder: tables larger than memory go in row groups.
+        saved = generate_to(
             args.seed,
             config,
+            out,
             chunk_rows=DEFAULT_CHUNK_ROWS if args.chunk_rows is None else args.chunk_rows,
+            overwrite=args.overwrite,
             on_table=progress,
         )
     t1 = time.perf_counter()
-    db.save(out, overwrite=args.overwrite)
-    t2 = time.perf_counter()
-    print(f"{db.name}: {len(db.table_dict)} tables, {db.num_rows} rows, {db.num_tokens} tokens")
-    referenced = {p for t in db.table_dict.values() for p in t.fkey_col_to_pkey_table.values()}
-    for name, table in db.table_dict.items():
+    print(f"{saved.name}: {len(saved.tables)} tables, {saved.num_rows} rows, "
+          f"{saved.num_tokens} tokens")
+    referenced = {p for _, fkeys in saved.tables.values() for p in fkeys.values()}
+    for name, (rows, fkeys) in saved.tables.items():
         kind = "entity" if name in referenced else "activity"  # DESIGN §1 roles
-        fkeys = ", ".join(f"{c}->{p}" for c, p in table.fkey_col_to_pkey_table.items())
-        print(f"  {name:<10} {kind:<8} {len(table):>8} rows  {fkeys}")
-    print(f"generated in {t1 - t0:.2f} s, written to {out} in {t2 - t1:.2f} s")
+        links = ", ".join(f"{c}->{p}" for c, p in fkeys.items())
+        print(f"  {name:<10} {kind:<8} {rows:>8} rows  {links}")
+    how = " in row groups" if saved.streamed else ""
+    print(f"generated and written{how} to {out} in {t1 - t0:.2f} s")
     if args.card:
         from plurel_fast.card import write_card
 

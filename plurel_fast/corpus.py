@@ -662,7 +662,8 @@ def _worker(worker: int, config_json: str, pre_dir: str | None, tasks, results) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGTERM unwinds through Database.save, which removes its temporary folder.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    from plurel_fast.generate import generate, package_version
+    from plurel_fast.generate import package_version
+    from plurel_fast.stream import generate_to
 
     config = Config.from_json(config_json)
     config_hash = config.config_hash
@@ -675,22 +676,21 @@ def _worker(worker: int, config_json: str, pre_dir: str | None, tasks, results) 
         if task is None:
             return
         results.put(("start", worker, task[0]))
-        results.put(("done", worker, _run_task(task, generate, config, config_hash, version,
+        results.put(("done", worker, _run_task(task, generate_to, config, config_hash, version,
                                                rustler, pre_dir, worker)))
 
 
-def _run_task(task, generate, config, config_hash, version, rustler, pre_dir, worker) -> dict:
-    """One seed: generate and save its database (unless complete), preprocess it when
-    asked; the index record, with the error of a failure (never raised)."""
+def _run_task(task, generate_to, config, config_hash, version, rustler, pre_dir, worker) -> dict:
+    """One seed: generate its database into its folder (unless complete; large tables
+    in row groups, `plurel_fast.stream.generate_to`), preprocess it when asked; the
+    index record, with the error of a failure (never raised)."""
     seed, name, folder, make = task
     started = time.perf_counter()
     tables = rows = tokens = None
     try:
         if make:
-            db = generate(seed, config)
-            tables, rows, tokens = len(db.table_dict), db.num_rows, db.num_tokens
-            db.save(folder, overwrite=True)
-            del db
+            saved = generate_to(seed, config, folder, overwrite=True)
+            tables, rows, tokens = len(saved.tables), saved.num_rows, saved.num_tokens
         if rustler is not None:
             _preprocess(rustler, Path(folder), Path(pre_dir), name)
         status, error = "ok", None
@@ -709,14 +709,15 @@ def _ray_task(config_json: str, pre_dir: str | None, task) -> dict:
     the worker's name in the index is ``<host>:<pid>``."""
     import socket
 
-    from plurel_fast.generate import generate, package_version
+    from plurel_fast.generate import package_version
+    from plurel_fast.stream import generate_to
 
     config = Config.from_json(config_json)
     rustler = None
     if pre_dir is not None:
         import rt.rustler as rustler
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    return _run_task(task, generate, config, config.config_hash, package_version(), rustler,
+    return _run_task(task, generate_to, config, config.config_hash, package_version(), rustler,
                      pre_dir, worker)
 
 

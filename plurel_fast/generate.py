@@ -58,14 +58,20 @@ def generate(
         activity tables, the ``date`` column. Feature columns (DESIGN §4-5) come
         with the feature stage.
     """
+    config = _check_args(config, chunk_rows)
+    plan = plan_database(seed, config, scms=False)
+    return execute(plan, chunk_rows=int(chunk_rows), on_table=on_table)
+
+
+def _check_args(config, chunk_rows) -> Config:
+    """The config to use (``Config()`` for None); TypeError/ValueError for bad arguments."""
     if config is None:
         config = Config()
     if not isinstance(config, Config):
         raise TypeError(f"config must be a plurel_fast.Config, got {type(config).__name__}")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    plan = plan_database(seed, config, scms=False)
-    return execute(plan, chunk_rows=int(chunk_rows), on_table=on_table)
+    return config
 
 
 def execute(

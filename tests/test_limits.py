@@ -56,11 +56,35 @@ def test_database_larger_than_memory_fails_at_once_naming_the_table():
 
 
 def test_cli_reports_it_in_one_line(tmp_path, capsys):
-    cfg = _rows(10**9).save(tmp_path / "huge.toml")
+    # The command line writes large tables in row groups, which still need 8 bytes a
+    # row (ranks, distinct counts): 10^10 rows cannot fit on this machine either way.
+    cfg = _rows(10**10).save(tmp_path / "huge.toml")
     assert main(["generate", "--seed", "0", "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "GiB" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_streamed_database_larger_than_memory_fails_at_once(tmp_path):
+    from plurel_fast.stream import generate_to
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        generate_to(0, _rows(10**10), tmp_path / "o")
+    assert time.perf_counter() - t0 < 1.0
+    assert "10,000,000,000 rows" in str(err.value) and "row groups" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_streamed_database_larger_than_the_disk_fails_at_once(tmp_path, monkeypatch):
+    import plurel_fast.stream as stream
+
+    monkeypatch.setattr(stream, "_free_disk", lambda path: 10 * 2**20)  # 10 MiB left
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="disk"):
+        stream.generate_to(0, _rows(2 * 10**6), tmp_path / "o")
+    assert time.perf_counter() - t0 < 1.0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_check_memory_compares_with_what_is_available():

@@ -140,12 +140,12 @@ import sys, time
 from pathlib import Path
 from plurel_fast.io import parquet as io_parquet
 from plurel_fast.cli import main
-real = io_parquet._write_pretraining
+real = io_parquet.write_pretraining_files
 def slow(*args):
     real(*args)
     Path(sys.argv[2]).touch()
     time.sleep(60)
-io_parquet._write_pretraining = slow
+io_parquet.write_pretraining_files = slow
 sys.exit(main(["generate", "--seed", "1", "--out", sys.argv[1], "--config", sys.argv[3], "--quiet"]))
 """
 

@@ -60,8 +60,11 @@ __all__ = [
     "TASKS_DIR",
     "read_database",
     "read_provenance",
+    "save_folder",
     "table_to_arrow",
     "write_database",
+    "write_pretraining_files",
+    "write_sidecar_and_manifest",
 ]
 
 MANIFEST_FILE = "manifest.yaml"
@@ -87,8 +90,12 @@ PARQUET_OPTIONS = dict(
 _INT32_MAX = 2**31 - 1
 
 
-def table_to_arrow(table: Table) -> pa.Table:
-    """The Arrow table we write: plain ``string`` columns and the legacy key metadata."""
+def table_to_arrow(table: Table, large_strings: set | None = None) -> pa.Table:
+    """The Arrow table we write: plain ``string`` columns and the legacy key metadata.
+
+    ``large_strings`` names the string columns to keep as ``large_string`` (for a run
+    of a table's rows, decided on the whole column); by default those whose bytes
+    overflow 32-bit offsets."""
     at = table.df.to_arrow()
     fields = []
     for field, column in zip(at.schema, at.columns):
@@ -96,9 +103,11 @@ def table_to_arrow(table: Table) -> pa.Table:
             # Polars hands out large_string / string_view; pandas writes plain string,
             # which every Arrow reader knows. Keep large_string only where 32-bit offsets
             # would overflow.
-            nbytes = pc.sum(pc.binary_length(column)).as_py() or 0
-            if nbytes <= _INT32_MAX:
-                field = field.with_type(pa.string())
+            if large_strings is not None:
+                large = field.name in large_strings
+            else:
+                large = (pc.sum(pc.binary_length(column)).as_py() or 0) > _INT32_MAX
+            field = field.with_type(pa.large_string() if large else pa.string())
         fields.append(field)
     schema = pa.schema(fields)
     if schema != at.schema:
@@ -176,6 +185,14 @@ def write_database(
     """
     if not isinstance(db, Database):
         raise TypeError(f"write_database needs a plurel_fast Database, got {type(db).__name__}")
+    return save_folder(
+        path, lambda root, name: _write_contents(db, root, name, pretraining), overwrite=overwrite
+    )
+
+
+def save_folder(path, write_contents, *, overwrite: bool = False) -> Path:
+    """The all-or-nothing save of `write_database` around ``write_contents(root, name)``,
+    which fills the temporary folder ``root`` for a database to be named ``name``."""
     target = Path(path)
     check_destination(target, overwrite=overwrite)
     parent = target.absolute().parent
@@ -186,7 +203,7 @@ def write_database(
     tmp = parent / f".{target.name}.tmp-{_owner_tag()}-{secrets.token_hex(4)}"
     os.mkdir(tmp)
     try:
-        _write_contents(db, tmp, target.absolute().name, pretraining)
+        write_contents(tmp, target.absolute().name)
         with _locked(parent):
             if _identity(target) != found:
                 raise FileExistsError(
@@ -510,14 +527,21 @@ def _write_contents(db: Database, root: Path, name: str, pretraining: bool) -> N
         _fsync_file(file)
     _fsync_dir(db_dir)
     if pretraining:
-        _write_pretraining(db, root)
+        write_pretraining_files(db, root)
+    write_sidecar_and_manifest(db, root, name)
+
+
+def write_sidecar_and_manifest(db: Database, root: Path, name: str) -> None:
+    """``plurel_fast.json``, then ``manifest.yaml`` (last: a folder with a manifest has
+    all its tables), then the folder is synced."""
     _write_text(root / SIDECAR_FILE, json.dumps(sidecar_dict(db), indent=1, allow_nan=False) + "\n")
-    # The manifest goes last: a folder with a manifest has all its tables.
     _write_text(root / MANIFEST_FILE, _yaml_text(manifest_dict(db, name)))
     _fsync_dir(root)
 
 
-def _write_pretraining(db: Database, root: Path) -> None:
+def write_pretraining_files(db: Database, root: Path, scores: dict | None = None) -> None:
+    """``tasks/`` and ``scores.json`` of `db` into ``root``; ``scores`` when already
+    computed (`pretraining.database_scores`' result), else computed from `db`'s frames."""
     from plurel_fast.pretraining import database_scores, pretraining_targets, task_manifest
 
     listed = pretraining_targets(db)
@@ -539,7 +563,8 @@ def _write_pretraining(db: Database, root: Path) -> None:
             _write_text(task_dir / MANIFEST_FILE, _yaml_text(task_manifest(target, time_col)))
             _fsync_dir(task_dir)
         _fsync_dir(tasks_dir)
-    scores = database_scores(db)
+    if scores is None:
+        scores = database_scores(db)
     _write_text(root / SCORES_FILE, json.dumps(scores, indent=1, allow_nan=False) + "\n")
 
 

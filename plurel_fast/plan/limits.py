@@ -130,7 +130,8 @@ def check_memory(schema, available: int | None = None) -> int:
             f"this database needs about {need / 2**30:.1f} GiB at its peak (table "
             f"{table.name!r}: {table.num_rows:,} rows x {len(table.features)} features), "
             f"more than the {have / 2**30:.1f} GiB available; lower the row counts "
-            "(num_rows_*_choices) or the column counts. Writing tables larger than memory "
-            "in row groups is not implemented yet."
+            "(num_rows_*_choices) or the column counts, or write the database straight to "
+            "a folder, where large tables go in row groups (plurel_fast.generate_to, or "
+            "the plurel-fast generate / corpus commands)."
         )
     return need
