@@ -40,9 +40,11 @@ a user's first run would (numba and torch use every core). ``--threads N`` pins 
 NUMBA_NUM_THREADS / POLARS_MAX_THREADS for ours, ``torch.set_num_threads(N)`` for the
 reference, and OMP/MKL/OpenBLAS to N for both.
 
-A repetition takes about 1.5 minutes per seed on two cores (reference ~10-13 s, ours
-cold ~70-80 s of compiling, ours warm a few seconds): the default run (3 reps, seed 0)
-about 5 minutes.
+A repetition takes about 1.5 minutes per seed on a quiet two-core machine (reference
+~10-13 s, ours cold ~70-80 s of compiling, ours warm ~3 s): the default run (3 reps,
+seed 0) about 5 minutes. On a loaded machine the reference at its default two torch
+threads slows down several-fold (OpenMP threads competing for the cores), which is
+one more reason to check ``uptime`` first; ``--threads 1`` is less sensitive.
 """
 
 from __future__ import annotations

@@ -47,9 +47,11 @@ ignores the tail of the last, largest databases; use it for orders of magnitude.
 
 Logs and outputs go to ``--work-dir`` (default a temporary folder, databases deleted
 after each run unless ``--keep``). Progress goes to stderr, the Markdown report to
-stdout. Expect roughly (8-10 s per reference database per core + 2-3 s import)
-and (~70 s compile + 2-4 s per database per core) for ours: N=32, W=1,2 takes about
-15-20 minutes on two cores.
+stdout. Duration on a quiet 2-core machine: the reference takes ~7-10 s per database
+per core plus ~2-3 s of imports per run; ours ~70-80 s of compiling per cold run, then
+~0.5-1 s per database per core plus ~5 s of start-up. N=32 with W=1,2 (six runs): about
+12-15 minutes; N=4: about 5 minutes (mostly our two compiles). Other jobs on the
+machine distort everything: check ``uptime`` first.
 """
 
 from __future__ import annotations
