@@ -177,9 +177,9 @@ def report(runs: list[dict], workers: list[int], n: int) -> None:
         return r["tokens_per_s"] if r else None
 
     print("### Cold: each side from a fresh process, ours with an empty kernel cache\n")
-    print("| W | generator | databases | tokens | wall s | CPU s | tokens/s | tokens/s per core "
-          "| ours/ref | scaling eff. | median s/db | peak RSS MB |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| W | generator | databases | tokens | wall s | CPU s | CPU util | tokens/s "
+          "| tokens/s per core | ours/ref | scaling eff. | median s/db | peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for w in workers:
         for kind in ("reference", "ours-cold"):
             r = by.get((kind, w))
@@ -192,10 +192,13 @@ def report(runs: list[dict], workers: list[int], n: int) -> None:
             eff = r["tokens_per_s"] * first_w / (w * base) if base and w != first_w else None
             flag = "" if r["returncode"] == 0 and not r["missing_seeds"] else " (INCOMPLETE)"
             print(f"| {w} | {kind}{flag} | {r['databases']} | {r['tokens']:,} | "
-                  f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | {fmt(r['tokens_per_s'])} | "
+                  f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['cpu_s'] / (w * r['wall_s']):.2f} | "
+                  f"{fmt(r['tokens_per_s'])} | "
                   f"{fmt(r['tokens_per_s'] / w)} | {fmt(ratio, '.2f')} | {fmt(eff, '.2f')} | "
                   f"{fmt(r['db_seconds_median'], '.2f')} | {r['maxrss_mb']:.0f} |")
-    print()
+    print("\nCPU util = CPU s / (W x wall s) of the whole process tree: well below 1 for the "
+          "reference means its workers waited for a core (other load on the machine); ours "
+          "cold includes a one-thread compile.\n")
 
     warm = [w for w in workers if ("ours-warm", w) in by]
     if warm:

@@ -27,7 +27,9 @@ training preparation, off by default, and needs that repository's toolchain.
 Additions of this driver, outside the generation itself: the database that
 ``get_db`` saves is kept (by wrapping the dataset's ``make_db``) so its tokens
 can be counted, and each worker prints one line per database,
-``plurel-<seed>: N tables, R rows, T tokens, X s``. The RelBench progress
+``plurel-<seed>: N tables, R rows, T tokens, X s``, and records the worker's CPU
+seconds per database beside the wall seconds (CPU well below wall means the worker
+waited for a core: other load on the machine). The RelBench progress
 messages ``get_db`` prints are sent to /dev/null.
 
 Tokens, as in plurel_fast (``Table.num_tokens``, DESIGN §8): the non-null cells of
@@ -81,7 +83,7 @@ def count_tokens(db) -> int:
 
 def build_one(seed: int, out_dir: str, prefix: str) -> dict:
     """One database, as the reference script's worker builds it, plus a token count."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     name = f"{prefix}-{seed}"
     try:
         torch.set_num_threads(1)
@@ -99,13 +101,15 @@ def build_one(seed: int, out_dir: str, prefix: str) -> dict:
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             dataset.get_db()
         seconds = time.perf_counter() - t0
+        cpu_seconds = time.process_time() - c0  # this worker's CPU, all its threads
         if not made:
             raise RuntimeError(f"get_db did not generate {name}: its cache folder was not empty")
         db = made[0]
         record = {
             "seed": seed, "name": name, "tables": len(db.table_dict),
             "rows": int(sum(len(t.df) for t in db.table_dict.values())),
-            "tokens": count_tokens(db), "seconds": round(seconds, 3), "pid": os.getpid(),
+            "tokens": count_tokens(db), "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 3), "pid": os.getpid(),
             "status": "ok", "error": None,
         }
         print(f"{name}: {record['tables']} tables, {record['rows']} rows, "
