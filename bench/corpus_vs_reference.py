@@ -198,7 +198,8 @@ def report(runs: list[dict], workers: list[int], n: int) -> None:
                   f"{fmt(r['db_seconds_median'], '.2f')} | {r['maxrss_mb']:.0f} |")
     print("\nCPU util = CPU s / (W x wall s) of the whole process tree: well below 1 for the "
           "reference means its workers waited for a core (other load on the machine); ours "
-          "cold includes a one-thread compile.\n")
+          "cold includes a one-thread compile. At equal W the per-core ratio is the ours/ref "
+          "column (both sides run one worker per core).\n")
 
     warm = [w for w in workers if ("ours-warm", w) in by]
     if warm:
