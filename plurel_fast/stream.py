@@ -739,3 +739,17 @@ def _std(values: np.ndarray) -> float:
     if not math.isfinite(std):
         std = sys.float_info.max
     return std
+
+
+def warm_up() -> None:
+    """Call every kernel the streamed path uses once, on tiny inputs, so that numba's
+    cache holds them (corpus jobs warm the cache in the parent before workers start)."""
+    x = np.linspace(-1.0, 1.0, 300)
+    total = PairwiseSum(len(x))
+    total.add(x[:100])
+    total.add(x[100:])
+    total.result()
+    for dtype in (np.float32, np.float64):
+        rank_chunk(sorted_for_ranks(x.astype(dtype)), x.astype(dtype))
+    threshold, tied = null_threshold(1, 1000, 10)
+    null_mask(1, 0, 1000, threshold, tied)

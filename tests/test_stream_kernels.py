@@ -72,3 +72,23 @@ def test_null_rows_match_nan_rows(n, perc):
     threshold, tied = null_threshold(key, n, m)
     valid = np.concatenate([null_mask(key, a, b, threshold, tied) for a, b in _chunks(n, rng)])
     np.testing.assert_array_equal(np.flatnonzero(~valid), rows)
+
+
+def test_null_mask_breaks_ties_by_row():
+    """Equal scores (practically never seen) are null in row order up to the count: a
+    threshold equal to a row's own score with that row listed as tied makes it null."""
+    from plurel_fast.kernels.rng import hash64
+
+    key = 12345
+    scores = np.array([hash64(np.uint64(key), r, 0) for r in range(50)], dtype=np.uint64)
+    r = int(np.argsort(scores)[3])  # the 4th smallest score
+    valid = null_mask(key, 0, 50, int(scores[r]), np.array([r]))
+    assert np.flatnonzero(~valid).tolist() == sorted(np.argsort(scores)[:4].tolist())
+    valid = null_mask(key, 0, 50, int(scores[r]), np.array([], dtype=np.int64))
+    assert np.flatnonzero(~valid).tolist() == sorted(np.argsort(scores)[:3].tolist())
+
+
+def test_warm_up_runs():
+    from plurel_fast.stream import warm_up
+
+    warm_up()
