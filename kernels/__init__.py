@@ -40,8 +40,8 @@ CPU name, CPU features, bytecode) and checks it against a hash of the source
 file's content, so kernels compiled in one checkout load in any other with
 the same sources, numba version and Python version. They give the same bytes
 as native ones (no fastmath; every multiply-add an explicit fused one), but
-run slower: ~45% fewer cells/s than native AVX-512 kernels on the machine of
-bench/RESULTS.md.
+run slower on CPUs that have more than the target (AVX-512 above all; figures in
+docs/DESIGN.md §A.5).
 
 The decision (`choose_kernels`), in this order:
 
@@ -51,8 +51,8 @@ The decision (`choose_kernels`), in this order:
    When they name a shipped target exactly (``x86-64-v3`` or ``x86-64`` with
    features ``""``), that target's folder is used (unpacked from the archive);
    otherwise the native folder.
-3. numba set up its CPU target before this package was imported (something was
-   compiled first): its settings stay, native folder.
+3. numba set up its CPU target before this package was imported (any ``@njit``
+   function defined first, e.g. by another library): its settings stay, native folder.
 4. ``PLUREL_FAST_KERNELS``: ``native`` compiles for this CPU (the behaviour
    before shipped kernels); ``portable`` uses the best shipped target this CPU
    runs (compiling for that target when no archive fits); ``auto`` (default):
@@ -68,8 +68,8 @@ were set by the user, this package asks numba for the host's features plus
 ``-prefer-256-bit``.
 
 The settings are numba's and process-wide (numba has no per-function CPU), and
-take effect only if nothing was compiled before ``plurel_fast`` was imported
-(case 3). numba re-reads its settings from the environment when a ``NUMBA_*``
+take effect only if numba's CPU target was not set up before ``plurel_fast`` was
+imported (case 3). numba re-reads its settings from the environment when a ``NUMBA_*``
 variable changes between two compilations; a process that changes one after
 importing ``plurel_fast`` may then compile kernels it would have loaded (never
 wrong values: every target computes the same bytes).
@@ -254,8 +254,8 @@ def choose_kernels(
         return native("NUMBA_CPU_NAME / NUMBA_CPU_FEATURES are set: compiled with them",
                       by="numba")
     if codegen_ready:
-        return native("numba compiled code before plurel_fast was imported: its CPU "
-                      "settings stay", by="numba")
+        return native("numba set up its CPU target before plurel_fast was imported (an "
+                      "@njit function was defined first): its settings stay", by="numba")
     if requested == "native":
         return native("PLUREL_FAST_KERNELS=native")
     supported = supported_targets(triple, host_features)
@@ -437,9 +437,8 @@ def _decide() -> KernelChoice:
     if choice.cpu_name is not None:
         numba.config.CPU_NAME = choice.cpu_name
         numba.config.CPU_FEATURES = choice.cpu_features
-    elif (choice.mode == "native" and choice.cache_dir is not None
-          and numba.config.CPU_NAME is None and numba.config.CPU_FEATURES is None
-          and not _codegen_ready()):
+    elif (choice.mode == "native" and numba.config.CPU_NAME is None
+          and numba.config.CPU_FEATURES is None and not _codegen_ready()):
         numba.config.CPU_FEATURES = _wide_vector_features()
     return choice
 
