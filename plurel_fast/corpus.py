@@ -16,9 +16,9 @@ Why it is laid out this way:
   filled once and workers only load kernels; compiling in every worker would cost
   minutes per worker on a cold cache.
 - Native kernels for long jobs. The kernels shipped precompiled for portable CPUs
-  (``plurel_fast.kernels``) make ~45% fewer cells/s than kernels compiled for an
-  AVX-512 CPU (``bench/RESULTS.md``), which a single database does not notice but a
-  corpus does. So when this process runs the shipped kernels only because none were
+  (``plurel_fast.kernels``) make 0.57x the cells/s of kernels compiled for an
+  AVX-512 CPU (``bench/kernel_targets.py``), which a single database does not notice but
+  a corpus does. So when this process runs the shipped kernels only because none were
   compiled for this CPU yet (``PLUREL_FAST_KERNELS`` unset) and the job has at least
   `NATIVE_MIN_DATABASES` databases to make, the parent first compiles native kernels
   (announced; a child process with ``PLUREL_FAST_KERNELS=native``, once per machine
@@ -431,7 +431,7 @@ import sys
 from plurel_fast.config import Config
 from plurel_fast.corpus import _warm_kernel_cache
 from plurel_fast.kernels import KERNELS, cache_is_warm
-_warm_kernel_cache(Config.from_json(sys.stdin.read()))
+_warm_kernel_cache(Config.from_json(sys.stdin.read()), broad=True)
 print(KERNELS.mode == "native" and cache_is_warm())
 """
 
@@ -461,24 +461,36 @@ def _prepare_kernels(config: Config, num_databases: int, progress: bool) -> None
         _warm_kernel_cache(config)
 
 
-def _warm_kernel_cache(config: Config) -> None:
-    """Generate two tiny databases of ``config``'s kind, so numba compiles (or loads)
-    its kernels here, once, and the workers find them in the on-disk cache."""
-    from plurel_fast.generate import generate
-
-    small = config
+def _tiny(config: Config) -> Config:
+    """``config`` with 2-4 tables of 20-40 rows (itself when it cannot be shrunk)."""
     try:
         dp = config.database_params
-        small = config.replace(database_params=dp.replace(
+        return config.replace(database_params=dp.replace(
             num_tables_choices=Choices("range", [2, max(2, min(4, dp.num_tables_choices.high))]),
             num_rows_entity_table_choices=Choices("range", [20, 40]),
             num_rows_activity_table_choices=Choices("range", [20, 40]),
         ))
     except (ValueError, TypeError, AttributeError):
-        pass
-    for seed in (0, 1):
+        return config
+
+
+def _warm_kernel_cache(config: Config, broad: bool | None = None) -> None:
+    """Generate tiny databases of ``config``'s kind, so numba compiles (or loads) its
+    kernels here, once, and the workers find them in the on-disk cache. ``broad``
+    (default: when the kernel cache is cold) adds the default config's seed 0 and tiny
+    databases: between them they call every kernel the package calls from Python
+    (which kernels a database calls depends on its draws), so no worker compiles one."""
+    from plurel_fast.generate import generate
+    from plurel_fast.kernels import cache_is_warm
+
+    if broad is None:
+        broad = not cache_is_warm()
+    runs = [(seed, _tiny(config)) for seed in range(8 if broad else 2)]
+    if broad:
+        runs += [(seed, _tiny(Config())) for seed in range(8)] + [(0, Config())]
+    for seed, cfg in runs:
         try:
-            generate(seed, small)
+            generate(seed, cfg)
         except Exception:  # noqa: BLE001 - a seed's failure is reported by its worker
             pass
 

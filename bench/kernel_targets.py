@@ -10,10 +10,10 @@
    with ``PLUREL_FAST_KERNELS=native`` and ``=portable``; prints each run's median and
    pooled cells/s and the ratio.
 
-Usage: python bench/cold_start.py [--rounds 3] [--seeds 0-7] [--modes auto,native]
+Usage: python bench/kernel_targets.py [--rounds 3] [--seeds 0-7] [--modes auto,native]
        [--warm-xdg DIR] [--no-warm]
 With another checkout's interpreter (the cold start before shipped kernels):
-       /work/main/.venv/bin/python bench/cold_start.py --modes auto --no-warm
+       /work/main/.venv/bin/python bench/kernel_targets.py --modes auto --no-warm
 """
 
 from __future__ import annotations
