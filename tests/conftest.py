@@ -27,11 +27,13 @@ SMALL_PARAMS = DatabaseParams(
 SMALL = Config(database_params=SMALL_PARAMS)
 
 
-def digest_in_subprocess(script: str, *args: str, threads: int = 1, **env_vars: str) -> str:
+def digest_in_subprocess(script: str, *args: str, threads: int = 1, _env=None,
+                         **env_vars: str) -> str:
     """Run ``python -c script *args`` with ``NUMBA_NUM_THREADS=threads`` (and any other
-    environment variables given) and return the last line it printed: the digest a
-    test compares with the one computed in this process."""
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), **env_vars)
+    environment variables given, on top of ``_env`` or this process's environment) and
+    return the last line it printed: the digest a test compares with the one computed
+    in this process."""
+    env = dict(os.environ if _env is None else _env, NUMBA_NUM_THREADS=str(threads), **env_vars)
     res = subprocess.run(
         [sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True, text=True
     )

@@ -356,3 +356,18 @@ def test_ray_backend_makes_the_bytes_of_a_local_run(clean, tmp_path, config_file
     records = read_index(out / "corpus.jsonl")
     assert [r["seed"] for r in records] == list(range(NUM_DBS))
     assert all(r["status"] == "ok" and ":" in r["worker"] for r in records)
+
+
+def test_long_jobs_compile_native_kernels_when_only_the_shipped_ones_are_at_hand():
+    from plurel_fast.corpus import NATIVE_MIN_DATABASES, compile_native_first
+    from plurel_fast.kernels import KernelChoice
+
+    def choice(mode, requested):
+        return KernelChoice(mode, requested, None, None, None, None, None, "")
+
+    long_job, short_job = NATIVE_MIN_DATABASES, NATIVE_MIN_DATABASES - 1
+    assert compile_native_first(choice("portable", "auto"), long_job)
+    assert not compile_native_first(choice("portable", "auto"), short_job)
+    assert not compile_native_first(choice("native", "auto"), long_job)  # native cached
+    assert not compile_native_first(choice("portable", "portable"), long_job)  # asked for
+    assert not compile_native_first(choice("portable", "numba"), long_job)  # NUMBA_CPU_NAME

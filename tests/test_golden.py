@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -169,29 +170,40 @@ if __name__ == "__main__":
 
 _PLAIN_X86_SCRIPT = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
-import plurel_fast
-from test_golden import CASES, combined, database_digests
-out = {}
-for case, seeds in json.loads(sys.argv[2]).items():
-    make_config = CASES[case][0]
-    out[case] = {s: combined(database_digests(plurel_fast.generate(s, make_config()))) for s in seeds}
+from plurel_fast.compile_notice import recording_compiles
+with recording_compiles() as compiled:
+    sys.path.insert(0, sys.argv[1])
+    import plurel_fast
+    from plurel_fast.kernels import KERNELS
+    from test_golden import CASES, combined, database_digests
+    out = {"target": KERNELS.target}
+    for case, seeds in json.loads(sys.argv[2]).items():
+        make_config = CASES[case][0]
+        out[case] = {s: combined(database_digests(plurel_fast.generate(s, make_config()))) for s in seeds}
+out["compiled"] = len(compiled)
 print(json.dumps(out))
 """
 
 
-def test_golden_bytes_on_plain_x86_64():
+def test_golden_bytes_on_plain_x86_64(tmp_path):
     """The kernels compiled for plain x86-64 (SSE2, no FMA unit: every fused multiply-add
     through libm's fmaf, every vector intrinsic lowered to narrow or scalar code) give the
-    pinned bytes too. Its kernel cache is kept apart, so only the first run compiles."""
+    pinned bytes too. They are the ones shipped precompiled for that target
+    (kernels/prebuilt/, selected by NUMBA_CPU_NAME=x86-64 NUMBA_CPU_FEATURES=""), unpacked
+    into an empty cache: nothing compiles while they match the kernel sources."""
     from conftest import digest_in_subprocess
-    from plurel_fast.kernels import CACHE_DIR
+    from plurel_fast.kernels import index_problems, read_index
 
     subset = {"default": [0], "small": [0, 1, 2, 3]}
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PLUREL_FAST_KERNELS")}
+    env.update(NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES="", XDG_CACHE_HOME=str(tmp_path))
     got = json.loads(digest_in_subprocess(
         _PLAIN_X86_SCRIPT, str(Path(__file__).resolve().parent), json.dumps(subset), threads=2,
-        NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES="", NUMBA_CACHE_DIR=CACHE_DIR + "-x86-64",
+        _env=env,
     ))
+    assert got["target"] == "x86-64"
     for case, seeds in subset.items():
         for seed in seeds:
             assert got[case][str(seed)] == GOLDEN[case][seed], (case, seed)
+    if not index_problems(read_index()):
+        assert got["compiled"] == 0

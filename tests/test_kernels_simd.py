@@ -9,6 +9,7 @@ computes from float64 (exact products; see tests/naive.py's ``fma32``).
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -93,27 +94,30 @@ def test_fma32_rounds_once():
     assert np.isnan(got[2]) and np.isnan(got[3])  # inf * 0 and nan propagate
 
 
-_FEATURES_SCRIPT = "import numba, plurel_fast; print(numba.config.CPU_FEATURES)"
+_FEATURES_SCRIPT = "import numba, plurel_fast; print(repr(numba.config.CPU_FEATURES))"
 
 
-def _features(env_extra: dict) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+def _features(env_extra: dict):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CACHE_DIR", "PLUREL_FAST_KERNELS")}
     env.update(env_extra)
     res = subprocess.run([sys.executable, "-c", _FEATURES_SCRIPT], env=env,
                          capture_output=True, text=True, check=True)
-    return res.stdout.strip().splitlines()[-1]
+    return ast.literal_eval(res.stdout.strip().splitlines()[-1])
 
 
 def test_wide_vectors_requested_only_when_the_user_did_not_choose():
     from llvmlite import binding as llvm
 
     host = llvm.get_host_cpu_features()
-    got = _features({})
+    got = _features({"PLUREL_FAST_KERNELS": "native"})  # kernels compiled for this CPU
     if host.get("avx512f"):
         assert got == host.flatten() + ",-prefer-256-bit"
     else:
-        assert got == "None"
+        assert got is None
     assert _features({"NUMBA_CPU_FEATURES": "+avx2"}) == "+avx2"
+    if llvm.get_process_triple().startswith("x86_64"):  # a portable target: its own features
+        assert _features({"PLUREL_FAST_KERNELS": "portable"}) == ""
 
 
 def _fold_reference(fold, old, enc, w):
