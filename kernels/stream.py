@@ -202,38 +202,59 @@ def _less(a, b):
     return a < b
 
 
+_STRIDE = 256  # a coarse index of every 256th sorted value keeps searches in cache
+
+
 @njit(cache=True)
-def _rank_chunk(sorted_values, counters, x, out):
+def _lower_bound(a, lo, hi, v):
+    """First position in a[lo:hi] whose value is not less than v (or hi)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _less(a[mid], v):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _rank_chunk(sorted_values, coarse, counters, x, out):
     m = sorted_values.shape[0]
     for i in range(x.shape[0]):
         v = x[i]
-        lo = 0
-        hi = m
-        while lo < hi:  # first position whose value is not less than v
-            mid = (lo + hi) >> 1
-            if _less(sorted_values[mid], v):
-                lo = mid + 1
-            else:
-                hi = mid
-        out[i] = lo + counters[lo]
-        counters[lo] += 1
+        # coarse[j] = sorted_values[j * STRIDE]: the answer lies in the block after the
+        # last coarse value less than v, so only that block of the big array is read.
+        j = _lower_bound(coarse, 0, coarse.shape[0], v)
+        lo = max(j - 1, 0) * _STRIDE
+        hi = min(j * _STRIDE, m)
+        if j == 0:
+            lo = 0
+            hi = 0
+        p = _lower_bound(sorted_values, lo, hi, v)
+        out[i] = p + counters[p]
+        counters[p] += 1
 
 
-def sorted_for_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The state :func:`rank_chunk` needs: ``values`` sorted (NaN last) and a zero
-    counter per position (int32 when it can hold every rank)."""
-    values = np.sort(values)
+def sorted_for_ranks(values: np.ndarray, copy: bool = True) -> tuple:
+    """The state :func:`rank_chunk` needs: ``values`` sorted (NaN last; in place when
+    ``copy`` is False), every 256th of them, and a zero counter per position (int32 when
+    it can hold every rank)."""
+    if copy:
+        values = np.sort(values)
+    else:
+        values.sort()
     dtype = np.int32 if len(values) < 2**31 else np.int64
-    return values, np.zeros(len(values), dtype=dtype)
+    return values, np.ascontiguousarray(values[::_STRIDE]), np.zeros(len(values), dtype=dtype)
 
 
 def rank_chunk(state, x: np.ndarray) -> np.ndarray:
     """0-based positions in the stable sort (NaN last, ties in row order) of the next
     rows ``x`` of the column whose ``sorted_for_ranks`` state is given; chunks must
     come in row order. ``np.argsort(col, kind="stable")`` inverted, chunk by chunk."""
-    sorted_values, counters = state
+    sorted_values, coarse, counters = state
     out = np.empty(len(x), dtype=np.int64)
-    _rank_chunk(sorted_values, counters, np.ascontiguousarray(x, dtype=sorted_values.dtype), out)
+    _rank_chunk(sorted_values, coarse, counters,
+                np.ascontiguousarray(x, dtype=sorted_values.dtype), out)
     return out
 
 

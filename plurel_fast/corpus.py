@@ -493,6 +493,9 @@ def _warm_kernel_cache(config: Config, broad: bool | None = None) -> None:
             generate(seed, cfg)
         except Exception:  # noqa: BLE001 - a seed's failure is reported by its worker
             pass
+    from plurel_fast.stream import warm_up
+
+    warm_up()  # the kernels of tables written in row groups
 
 
 @contextlib.contextmanager

@@ -182,12 +182,32 @@ def workload(root: Path, light: bool = False, slow_target: bool = False):
     steps.append(("SQL schemas", sql))
     for label, config in _option_configs(SMALL).items():
         steps.append((label, [(config, s, None, None) for s in (0, 1, 2)]))
+    steps.append(("streamed row groups", [_streamed_run]))
     if light:
         steps = [(label, runs[:1]) for label, runs in steps]
     elif slow_target:
         steps = [(label, runs if label.startswith("golden small") else runs[:2])
                  for label, runs in steps]
     return steps
+
+
+def _streamed_run() -> None:
+    """The kernels only `generate_to`'s row-group path calls (plurel_fast.stream), and a
+    small database written in row groups of 300 rows."""
+    from conftest import SMALL
+
+    from plurel_fast.io import parquet as io_parquet
+    from plurel_fast.stream import generate_to, warm_up
+
+    warm_up()
+    saved = io_parquet.PARQUET_OPTIONS["row_group_size"]
+    io_parquet.PARQUET_OPTIONS["row_group_size"] = 300
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in (0, 1):
+                generate_to(seed, SMALL, Path(tmp) / f"db{seed}", stream=True)
+    finally:
+        io_parquet.PARQUET_OPTIONS["row_group_size"] = saved
 
 
 def run_workload(root: Path, log, light: bool = False,

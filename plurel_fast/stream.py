@@ -488,7 +488,7 @@ def _rank_file(spill: _Spill, i: int, n: int, chunk_rows: int, path: Path) -> Pa
     column = np.empty(n, dtype=np.float32)
     for a, b, x in spill.column(i, chunk_rows):
         column[a:b] = x
-    state = sorted_for_ranks(column)
+    state = sorted_for_ranks(column, copy=False)  # sorts the one copy in place
     del column
     with open(path, "wb") as f:
         for _, _, x in spill.column(i, chunk_rows):
@@ -575,8 +575,9 @@ def _date_rank_files(plan, table, spill, floats, chunk_rows, work) -> dict:
             ok_values.append(x[np.isfinite(x)])
         column = np.concatenate(ok_values) if ok_values else np.empty(0)
         count = len(column)
-        state = sorted_for_ranks(column)
-        del column, ok_values
+        del ok_values
+        state = sorted_for_ranks(column, copy=False)
+        del column
         path = work / f"{table.name}.date{spec.index}"
         denom = max(count - 1, 1)
         with open(path, "wb") as f:
@@ -684,9 +685,7 @@ def _file_scores(file: Path, shell: pl.DataFrame, table: TablePlan, sources) -> 
         else:
             values = _non_null(pf, col, dtype)
             if dtype.is_numeric():
-                if dtype.is_float():
-                    values = values[~np.isnan(values)]
-                std = _std(values.astype(np.float64, copy=False))  # before sorting
+                std = _std(values)  # before sorting
                 record["n_unique"] = _distinct(values)
                 record["n_classes"], record["majority_frac"] = None, None
                 record["std"] = std
@@ -702,13 +701,28 @@ _SCORE_KEYS = ("is_source_node", "n_unique", "n_classes", "majority_frac", "std"
 
 
 def _non_null(pf, col: str, dtype) -> np.ndarray:
-    parts = []
-    for g in range(pf.num_row_groups):
+    """The column's non-null values (and, for floats, not NaN) in row order, in one
+    array allocated once: the file is read a row group at a time."""
+    j = pf.schema_arrow.get_field_index(col)
+    meta = pf.metadata
+    size = 0
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(j).statistics
+        nulls = stats.null_count if stats is not None and stats.has_null_count else 0
+        size += meta.row_group(g).num_rows - nulls
+    out, filled = None, 0
+    for g in range(meta.num_row_groups):
         arr = pf.read_row_group(g, columns=[col]).column(0).drop_null()
         if pa.types.is_timestamp(arr.type):
             arr = arr.cast(pa.int64())
-        parts.append(arr.to_numpy())
-    return np.concatenate(parts) if parts else np.empty(0)
+        part = arr.to_numpy()
+        if dtype.is_float():
+            part = part[~np.isnan(part)]
+        if out is None:
+            out = np.empty(size, dtype=part.dtype)
+        out[filled:filled + len(part)] = part
+        filled += len(part)
+    return out[:filled] if out is not None else np.empty(0)
 
 
 def _distinct(values: np.ndarray) -> int:
@@ -720,19 +734,20 @@ def _distinct(values: np.ndarray) -> int:
 
 def _std(values: np.ndarray) -> float:
     """`pretraining.column_scores`'s deviation (NumPy's sums) in chunks of the column."""
-    finite_count = int(np.isfinite(values).sum())
+    step = 1 << 20
+    finite_count = sum(int(np.isfinite(values[a:a + step]).sum())
+                       for a in range(0, len(values), step))
     if not finite_count:
         return 0.0
-    step = 1 << 20
     total = PairwiseSum(finite_count)
     for a in range(0, len(values), step):
-        v = values[a:a + step]
+        v = values[a:a + step].astype(np.float64, copy=False)
         total.add(v[np.isfinite(v)])
     with np.errstate(over="ignore", invalid="ignore"):
         mean = total.result() / finite_count
         squares = PairwiseSum(finite_count)
         for a in range(0, len(values), step):
-            v = values[a:a + step]
+            v = values[a:a + step].astype(np.float64, copy=False)
             d = v[np.isfinite(v)] - mean
             squares.add(np.square(d))
         std = float(np.sqrt(squares.result() / finite_count))
