@@ -126,6 +126,13 @@ def execute(
         )
         for t in schema.tables
     }
+    return database_of(plan, tables, source_columns, seconds)
+
+
+def database_of(plan: DatabasePlan, tables: dict, source_columns: dict, seconds: dict) -> Database:
+    """The `Database` of a plan's tables (name -> `Table`), with its provenance metadata
+    and per-table seconds; shared by `execute` and `stream.generate_to`."""
+    schema = plan.schema
     db = Database(
         tables,
         val_timestamp=schema.val_timestamp,

@@ -52,7 +52,7 @@ from plurel_fast.assemble import (
 )
 from plurel_fast.config import Config, ConfigError
 from plurel_fast.database import Database, Table
-from plurel_fast.generate import DEFAULT_CHUNK_ROWS, config_record, execute, package_version
+from plurel_fast.generate import DEFAULT_CHUNK_ROWS, database_of, execute
 from plurel_fast.io import parquet as _pq
 from plurel_fast.kernels.hsbm import sample_parents
 from plurel_fast.kernels.post import (
@@ -286,21 +286,8 @@ def _stream_database(plan: DatabasePlan, root: Path, name: str, chunk_rows: int,
     shutil.rmtree(work)
     _pq._fsync_dir(db_dir)
 
-    tables = {t.name: shells[t.name] for t in schema.tables}
-    db = Database(
-        tables,
-        val_timestamp=schema.val_timestamp,
-        test_timestamp=schema.test_timestamp,
-        name=f"plurel-{plan.seed}",
-        metadata={
-            "seed": int(plan.seed),
-            "config_hash": plan.config.config_hash,
-            "plurel_fast_version": package_version(),
-            "config": config_record(plan.config),
-            "source_columns": {t.name: source_columns[t.name] for t in schema.tables},
-        },
-    )
-    db.timings = {"tables_seconds": {t.name: seconds[t.name] for t in schema.tables}}
+    db = database_of(plan, {t.name: shells[t.name] for t in schema.tables}, source_columns,
+                     seconds)
     if pretraining:
         ordered = {t.name: scores[t.name] for t in schema.tables}
         _pq.write_pretraining_files(db, root, ordered)
