@@ -110,12 +110,7 @@ def execute(
         source_columns[name] = [c for c in sources if c in frames[name].columns]
         seconds[name] = round(time.perf_counter() - started, 6)
         if on_table is not None:
-            # The plan as generated: without the feature columns post-processing dropped
-            # (single-valued booleans), so progress counts what the table holds.
-            kept = tuple(c for c in table.features if c.name in frames[name].columns)
-            shown = table if len(kept) == len(table.features) else msgspec.structs.replace(
-                table, features=kept
-            )
+            shown = progress_plan(table, frames[name].columns)
             on_table(shown, len(frames), len(schema.order))
     tables = {
         t.name: Table(
@@ -127,6 +122,16 @@ def execute(
         for t in schema.tables
     }
     return database_of(plan, tables, source_columns, seconds)
+
+
+def progress_plan(table: TablePlan, columns) -> TablePlan:
+    """The table's plan as generated, for ``on_table``: without the feature columns that
+    post-processing dropped (single-valued booleans), so progress counts what the table
+    holds (``columns``: the columns it was written with)."""
+    kept = tuple(c for c in table.features if c.name in columns)
+    if len(kept) == len(table.features):
+        return table
+    return msgspec.structs.replace(table, features=kept)
 
 
 def database_of(plan: DatabasePlan, tables: dict, source_columns: dict, seconds: dict) -> Database:

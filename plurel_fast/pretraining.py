@@ -49,6 +49,7 @@ __all__ = [
     "column_scores",
     "database_scores",
     "pretraining_targets",
+    "table_scores",
     "task_manifest",
 ]
 
@@ -150,11 +151,17 @@ def database_scores(db, source_columns: dict[str, list[str]] | None = None) -> d
     """
     if source_columns is None:
         source_columns = db.metadata.get("source_columns") or {}
-    out = {}
-    for tname, table in db.table_dict.items():
-        sources = set(source_columns.get(tname, ()))
-        out[tname] = {
-            col: column_scores(table.df.get_column(col), is_source_node=col in sources)
-            for col in table.feature_cols
-        }
-    return out
+    return {
+        tname: table_scores(table, source_columns.get(tname, ()))
+        for tname, table in db.table_dict.items()
+    }
+
+
+def table_scores(table, sources) -> dict:
+    """``{column: record}`` for every feature column of one `Table` held in memory;
+    ``sources`` names its columns whose SCM node is a source node."""
+    sources = set(sources)
+    return {
+        col: column_scores(table.df.get_column(col), is_source_node=col in sources)
+        for col in table.feature_cols
+    }

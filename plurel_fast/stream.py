@@ -34,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-import msgspec
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -47,16 +46,25 @@ from plurel_fast.assemble import (
     finite,
     key_columns,
     scm_chunks,
+    scm_values,
     source_columns_of,
     table_frame,
 )
 from plurel_fast.config import Config, ConfigError
 from plurel_fast.database import Database, Table
-from plurel_fast.generate import DEFAULT_CHUNK_ROWS, database_of, execute
+from plurel_fast.generate import (
+    DEFAULT_CHUNK_ROWS,
+    _check_args,
+    database_of,
+    execute,
+    progress_plan,
+)
 from plurel_fast.io import parquet as _pq
 from plurel_fast.kernels.hsbm import sample_parents
 from plurel_fast.kernels.post import (
     _MIN_STD,
+    _affine,
+    _is_string_categories,
     apply_transform,
     boundary_rows,
     labels_to_strings,
@@ -72,8 +80,14 @@ from plurel_fast.kernels.stream import (
     sorted_for_ranks,
 )
 from plurel_fast.plan.database import DatabasePlan, plan_database
-from plurel_fast.plan.limits import available_memory, check_memory, estimate_peak_bytes
+from plurel_fast.plan.limits import (
+    FIXED_BYTES,
+    available_memory,
+    check_memory,
+    estimate_peak_bytes,
+)
 from plurel_fast.plan.schema import TablePlan
+from plurel_fast.pretraining import table_scores
 
 __all__ = ["SavedDatabase", "generate_to", "stream_peak_bytes"]
 
@@ -95,8 +109,6 @@ def stream_peak_bytes(schema, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> int:
     """Peak memory of `generate_to` with streaming: the fixed part, one row group of the
     widest table being written (~40 bytes a cell with its frame and Arrow copy), chunk
     buffers, and 8 bytes a row of the largest table (ranks, distinct counts)."""
-    from plurel_fast.plan.limits import FIXED_BYTES
-
     rg = _pq.PARQUET_OPTIONS["row_group_size"]
     widest = max((len(t.features) + len(t.fkey_cols) + 2 for t in schema.tables), default=1)
     largest = max((t.num_rows for t in schema.tables), default=0)
@@ -126,8 +138,6 @@ def generate_to(
     row group. A database that cannot fit even when streamed raises `ConfigError`
     before anything is generated.
     """
-    from plurel_fast.generate import _check_args
-
     config = _check_args(config, chunk_rows)
     target = Path(path)
     _pq.check_destination(target, overwrite=overwrite)
@@ -246,14 +256,14 @@ def _stream_database(plan: DatabasePlan, root: Path, name: str, chunk_rows: int,
         rg = _pq.PARQUET_OPTIONS["row_group_size"]
         if table.num_rows <= rg:
             keys = key_columns(plan, table, chunk_rows)
-            values = _in_memory_values(plan, table, scm, keys, raw, chunk_rows)
+            values = scm_values(plan, table, scm, keys, raw, chunk_rows)
             frame = assemble_table(plan, table, keys, values)
             done = Table(frame, fkey_col_to_pkey_table=table.fkey_col_to_pkey_table,
                          pkey_col=table.pkey_col, time_col=table.time_col)
             pq.write_table(_pq.table_to_arrow(done), file, **_pq.PARQUET_OPTIONS)
             tokens += done.num_tokens
             if pretraining:
-                scores[tname] = _frame_scores(done, sources)
+                scores[tname] = table_scores(done, sources)
             shell = done.df.clear()
             del frame, done, keys
         else:
@@ -279,10 +289,7 @@ def _stream_database(plan: DatabasePlan, root: Path, name: str, chunk_rows: int,
         source_columns[tname] = kept
         seconds[tname] = round(time.perf_counter() - started, 6)
         if on_table is not None:
-            kept_features = tuple(c for c in table.features if c.name in shell.columns)
-            shown = table if len(kept_features) == len(table.features) else (
-                msgspec.structs.replace(table, features=kept_features))
-            on_table(shown, len(shells), len(schema.order))
+            on_table(progress_plan(table, shell.columns), len(shells), len(schema.order))
     shutil.rmtree(work)
     _pq._fsync_dir(db_dir)
 
@@ -299,22 +306,6 @@ def _drop(entry) -> None:
     values = entry[1]
     if isinstance(values, _Spill):
         values.remove()
-
-
-def _in_memory_values(plan, table, scm, keys, raw, chunk_rows):
-    from plurel_fast.assemble import scm_values
-
-    return scm_values(plan, table, scm, keys, raw, chunk_rows)
-
-
-def _frame_scores(table: Table, sources) -> dict:
-    from plurel_fast.pretraining import column_scores
-
-    chosen = set(sources)
-    return {
-        col: column_scores(table.df.get_column(col), is_source_node=col in chosen)
-        for col in table.feature_cols
-    }
 
 
 # ---------------------------------------------------------------------------
@@ -497,7 +488,7 @@ def _float_chunk(spec: _FloatColumn, n: int, raw: np.ndarray, start: int, stop: 
         x = finite(x)
         if spec.transform == "standardize":
             mean, scale = spec.affine
-            values = np.zeros_like(x) if mean is None else _affine_chunk(x, mean, scale)
+            values = np.zeros_like(x) if mean is None else _affine(x, mean, scale)
         else:
             values = apply_transform(spec.transform, x)
     if spec.nulls is None:
@@ -513,12 +504,6 @@ def _float_chunk(spec: _FloatColumn, n: int, raw: np.ndarray, start: int, stop: 
     return values, valid
 
 
-def _affine_chunk(x, mean, scale):
-    from plurel_fast.kernels.post import _affine
-
-    return _affine(x, mean, scale)
-
-
 def _categorical_plans(plan, table, spill: _Spill, chunk_rows: int) -> dict:
     """Per categorical column: ("strings", categories, total bytes), ("bool",) or
     ("drop",) (a single-valued boolean, DESIGN §5.3)."""
@@ -526,8 +511,8 @@ def _categorical_plans(plan, table, spill: _Spill, chunk_rows: int) -> dict:
     keep_constant = set(getattr(post, "keep_constant", ()))
     out = {}
     cats = [(i, c) for i, c in enumerate(table.features) if c.num_categories]
-    strings = [(i, c) for i, c in cats if c.categories and isinstance(c.categories[0], str)]
-    bools = [(i, c) for i, c in cats if (i, c) not in strings]
+    strings = [(i, c) for i, c in cats if _is_string_categories(c.categories)]
+    bools = [(i, c) for i, c in cats if not _is_string_categories(c.categories)]
     counts = {i: np.zeros(c.num_categories, dtype=np.int64) for i, c in strings}
     seen = {i: [False, False] for i, _ in bools}
     if cats:
@@ -602,12 +587,12 @@ def _write_streamed(plan, table: TablePlan, spill: _Spill, file: Path, chunk_row
                 keys[fk.fkey_col] = sample_parents(fk.hsbm, start, stop)
             raw = spill.read(start, stop)
             features = {}
-            for c in table.features:
+            for i, c in enumerate(table.features):
                 if c.name in floats:
                     features[c.name] = _float_chunk(floats[c.name], n, raw, start, stop)
                     continue
                 kind = cats[c.name]
-                labels = raw[:, table.features.index(c)].astype(np.int64)
+                labels = raw[:, i].astype(np.int64)
                 if kind[0] == "strings":
                     features[c.name] = (labels_to_strings(labels, kind[1]), None)
                 elif kind[0] == "bool":
