@@ -34,8 +34,9 @@ our locator is not installed.
 Shipped kernels. Compiling every kernel takes a minute or more, so the package
 ships them precompiled (``prebuilt/<target>.tar.xz``, described by
 ``prebuilt/index.json``; made by ``python -m plurel_fast.prebuild``) for
-portable targets: ``x86-64-v3`` (AVX2, FMA, BMI2: most x86 CPUs since 2013-2015)
-and ``x86-64`` (any x86-64 CPU). numba finds a cached function by (signature,
+portable targets: ``x86-64-v4`` (AVX-512: Intel server CPUs since 2017, AMD
+since Zen 4), ``x86-64-v3`` (AVX2, FMA, BMI2: most x86 CPUs since 2013-2015) and
+``x86-64`` (any x86-64 CPU). numba finds a cached function by (signature,
 CPU name, CPU features, bytecode) and checks it against a hash of the source
 file's content, so kernels compiled in one checkout load in any other with
 the same sources, numba version and Python version. They give the same bytes
@@ -48,9 +49,9 @@ The decision (`choose_kernels`), in this order:
 1. ``$NUMBA_CACHE_DIR`` set: numba's own cache rule and whatever CPU settings
    numba has; nothing shipped is used.
 2. ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` (or ``numba.config``) set: respected.
-   When they name a shipped target exactly (``x86-64-v3`` or ``x86-64`` with
-   features ``""``), that target's folder is used (unpacked from the archive);
-   otherwise the native folder.
+   When they name a shipped target exactly (its name, with its `TARGET_FEATURES`:
+   ``-prefer-256-bit`` for ``x86-64-v4``, ``""`` for the others), that target's
+   folder is used (unpacked from the archive); otherwise the native folder.
 3. numba set up its CPU target before this package was imported (any ``@njit``
    function defined first, e.g. by another library): its settings stay, native folder.
 4. ``PLUREL_FAST_KERNELS``: ``native`` compiles for this CPU (the behaviour
@@ -102,13 +103,24 @@ MODES = ("auto", "native", "portable")
 """Values of ``$PLUREL_FAST_KERNELS``."""
 
 _V2 = frozenset({"cx16", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3"})
+_V3 = _V2 | {"avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe"}
 TARGETS: dict[str, frozenset[str]] = {
-    "x86-64-v3": _V2 | {"avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe"},
+    "x86-64-v4": _V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+    "x86-64-v3": _V3,
     "x86-64": frozenset(),
 }
 """Portable targets, best first: LLVM CPU name -> host features (as llvmlite names
-them) it needs. Kernels for a target are compiled with ``NUMBA_CPU_FEATURES=""``:
-exactly what the CPU name implies."""
+them) it needs."""
+
+TARGET_FEATURES: dict[str, str] = {
+    "x86-64-v4": "-prefer-256-bit",
+    "x86-64-v3": "",
+    "x86-64": "",
+}
+"""``NUMBA_CPU_FEATURES`` a target's kernels are compiled and loaded with: nothing but
+what the CPU name implies, and for ``x86-64-v4`` 512-bit vectors (LLVM's tuning for
+that name prefers 256-bit ones, which leaves the element loops ~1.4x slower: see
+native kernels below)."""
 
 PYTHON_TAG = "py%d%d%s" % (sys.version_info[0], sys.version_info[1], getattr(sys, "abiflags", ""))
 """The tag numba puts in cache file names (``...-<line>.py311.nbi``)."""
@@ -242,15 +254,18 @@ def choose_kernels(
                             bad_request + reason)
 
     def portable(target, reason, by=requested):
-        return KernelChoice("portable", by, target, target, "", str(base / folder_name(target)),
-                            archives.get(target), bad_request + reason)
+        return KernelChoice("portable", by, target, target, TARGET_FEATURES[target],
+                            str(base / folder_name(target)), archives.get(target),
+                            bad_request + reason)
 
     if environ.get("NUMBA_CACHE_DIR"):
         return native("NUMBA_CACHE_DIR is set: numba's own cache and CPU settings", None, "numba")
     if config_cpu_name is not None or config_cpu_features is not None:
-        if config_cpu_features == "" and config_cpu_name in TARGETS:
-            return portable(config_cpu_name, f"NUMBA_CPU_NAME={config_cpu_name} with no "
-                            "features: that shipped target", "numba")
+        if (config_cpu_name in TARGETS
+                and config_cpu_features == TARGET_FEATURES[config_cpu_name]):
+            shown = config_cpu_features or "no features"
+            return portable(config_cpu_name, f"NUMBA_CPU_NAME={config_cpu_name} with "
+                            f"{shown}: that shipped target", "numba")
         return native("NUMBA_CPU_NAME / NUMBA_CPU_FEATURES are set: compiled with them",
                       by="numba")
     if codegen_ready:

@@ -44,7 +44,6 @@ def _leaf_starts(n):
     count = 0
     stack_lo = np.empty(128, dtype=np.int64)
     stack_n = np.empty(128, dtype=np.int64)
-    top = 0
     stack_lo[0] = 0
     stack_n[0] = n
     top = 1

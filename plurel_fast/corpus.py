@@ -15,11 +15,13 @@ Why it is laid out this way:
 - The parent generates a few tiny databases first, so numba's on-disk kernel cache is
   filled once and workers only load kernels; compiling in every worker would cost
   minutes per worker on a cold cache.
-- Native kernels for long jobs. The kernels shipped precompiled for portable CPUs
-  (``plurel_fast.kernels``) make 0.57x the cells/s of kernels compiled for an
-  AVX-512 CPU (``bench/kernel_targets.py``), which a single database does not notice but
-  a corpus does. So when this process runs the shipped kernels only because none were
-  compiled for this CPU yet (``PLUREL_FAST_KERNELS`` unset) and the job has at least
+- Native kernels for long jobs, when the shipped ones are not the CPU's best. Kernels
+  shipped for the best portable target a CPU runs (``x86-64-v4`` on an AVX-512 CPU) run
+  as fast as kernels compiled for it, but on an AVX-512 CPU the ``x86-64-v3`` ones make
+  0.57x their cells/s (``bench/kernel_targets.py``), which a single database does not
+  notice but a corpus does. So when this process runs shipped kernels for a lesser target
+  (the archive of the best one does not fit this installation) only because none were
+  compiled for this CPU yet (``PLUREL_FAST_KERNELS`` unset), and the job has at least
   `NATIVE_MIN_DATABASES` databases to make, the parent first compiles native kernels
   (announced; a child process with ``PLUREL_FAST_KERNELS=native``, once per machine
   and version) and the workers, which decide when they start, load those.
@@ -418,12 +420,28 @@ def _write_index(index: Path, records: list[dict]) -> None:
     os.replace(tmp, index)
 
 
-def compile_native_first(choice, num_databases: int) -> bool:
+def compile_native_first(choice, num_databases: int, best_target: str | None) -> bool:
     """Whether a job making ``num_databases`` databases compiles native kernels before its
-    workers start: this process runs the shipped portable kernels because ``auto`` found
-    none compiled for this CPU, and the job is long enough to repay the compilation."""
+    workers start: this process runs shipped portable kernels because ``auto`` found none
+    compiled for this CPU, they are not for ``best_target`` (the best portable target
+    this CPU runs, `host_best_target`: those run as fast as native ones), and the job is
+    long enough to repay the compilation."""
     return (choice.requested == "auto" and choice.mode == "portable"
-            and num_databases >= NATIVE_MIN_DATABASES)
+            and choice.target != best_target and num_databases >= NATIVE_MIN_DATABASES)
+
+
+def host_best_target() -> str | None:
+    """The best portable kernel target this CPU runs (``kernels.supported_targets``)."""
+    from llvmlite import binding as llvm
+
+    from plurel_fast import kernels
+
+    try:
+        features = dict(llvm.get_host_cpu_features())
+    except RuntimeError:
+        features = {}
+    supported = kernels.supported_targets(llvm.get_process_triple(), features)
+    return supported[0] if supported else None
 
 
 _NATIVE_SCRIPT = """
@@ -441,7 +459,7 @@ def _prepare_kernels(config: Config, num_databases: int, progress: bool) -> None
     from plurel_fast import kernels
     from plurel_fast.compile_notice import compiling_notice
 
-    if compile_native_first(kernels.KERNELS, num_databases):
+    if compile_native_first(kernels.KERNELS, num_databases, host_best_target()):
         message = (
             "compiling the kernels for this CPU before the workers start, once per machine "
             "and version (about 1-2 minutes on 2 cores): they make up to ~1.8x the databases "

@@ -8,7 +8,7 @@ and commit what it writes (``kernels/prebuilt/<target>.tar.xz`` and ``index.json
 For each portable target (``plurel_fast.kernels.TARGETS``), in parallel:
 
 1. compile: a fresh process with ``NUMBA_CPU_NAME=<target>``,
-   ``NUMBA_CPU_FEATURES=""`` and an empty ``NUMBA_CACHE_DIR`` runs `WORKLOAD`,
+   ``NUMBA_CPU_FEATURES=<its TARGET_FEATURES>`` and an empty ``NUMBA_CACHE_DIR`` runs `WORKLOAD`,
    which calls every kernel the package calls from Python with every argument
    type it uses (every preset, the golden configs, SQL schemas of every dialect,
    small and one-row tables, chunked and whole-table collation, every source
@@ -23,7 +23,7 @@ For each portable target (``plurel_fast.kernels.TARGETS``), in parallel:
    nothing and give the golden bytes again.
 
 Only then are the archives and ``index.json`` written (``--dry-run``: into the work
-folder). On 2 cores it takes about 3 minutes (both targets at once; ``--jobs 1`` one
+folder). On 2 cores it takes about 4 minutes (two targets at once; ``--jobs 1`` one
 after the other), nearly all of it numba compiling.
 """
 
@@ -385,12 +385,13 @@ def _build(target: str, root: Path, work: Path, threads: int) -> dict:
     from plurel_fast import kernels
 
     work.mkdir(parents=True)
+    features = kernels.TARGET_FEATURES[target]
     base = [sys.executable, "-m", "plurel_fast.prebuild", "--root", str(root), "--for", target]
     threads_env = {"NUMBA_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     subprocess.run(base + ["--worker", "compile", "--stage", str(work / "stage"),
                            "--result", str(work / "compile.json")], check=True,
-                   env=_environment(NUMBA_CPU_NAME=target, NUMBA_CPU_FEATURES="",
+                   env=_environment(NUMBA_CPU_NAME=target, NUMBA_CPU_FEATURES=features,
                                     NUMBA_CACHE_DIR=str(work / "numba"), **threads_env))
     compile_seconds = time.perf_counter() - t0
     made = json.loads((work / "compile.json").read_text())
@@ -401,7 +402,7 @@ def _build(target: str, root: Path, work: Path, threads: int) -> dict:
     (work / name).write_bytes(data)
     entry = {
         "cpu_name": target,
-        "features": "",
+        "features": features,
         "archive": name,
         "sha256": hashlib.sha256(data).hexdigest(),
         "bytes": len(data),
@@ -415,7 +416,7 @@ def _build(target: str, root: Path, work: Path, threads: int) -> dict:
     t1 = time.perf_counter()
     subprocess.run(base + ["--worker", "verify", "--result", str(work / "verify.json"),
                            "--sha256", entry["sha256"], "--stage", str(work / "compile.json")],
-                   check=True, env=_environment(NUMBA_CPU_NAME=target, NUMBA_CPU_FEATURES="",
+                   check=True, env=_environment(NUMBA_CPU_NAME=target, NUMBA_CPU_FEATURES=features,
                                                 XDG_CACHE_HOME=str(xdg), **threads_env))
     entry["_times"] = (compile_seconds, time.perf_counter() - t1)
     entry["_signatures"] = made["kernels"]

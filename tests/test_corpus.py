@@ -362,12 +362,20 @@ def test_long_jobs_compile_native_kernels_when_only_the_shipped_ones_are_at_hand
     from plurel_fast.corpus import NATIVE_MIN_DATABASES, compile_native_first
     from plurel_fast.kernels import KernelChoice
 
-    def choice(mode, requested):
-        return KernelChoice(mode, requested, None, None, None, None, None, "")
+    def choice(mode, requested, target="x86-64-v3"):
+        return KernelChoice(mode, requested, target if mode == "portable" else None,
+                            None, None, None, None, "")
+
+    def native_first(c, n, best="x86-64-v4"):
+        return compile_native_first(c, n, best)
 
     long_job, short_job = NATIVE_MIN_DATABASES, NATIVE_MIN_DATABASES - 1
-    assert compile_native_first(choice("portable", "auto"), long_job)
-    assert not compile_native_first(choice("portable", "auto"), short_job)
-    assert not compile_native_first(choice("native", "auto"), long_job)  # native cached
-    assert not compile_native_first(choice("portable", "portable"), long_job)  # asked for
-    assert not compile_native_first(choice("portable", "numba"), long_job)  # NUMBA_CPU_NAME
+    assert native_first(choice("portable", "auto"), long_job)
+    assert not native_first(choice("portable", "auto"), short_job)
+    assert not native_first(choice("native", "auto"), long_job)  # native cached
+    assert not native_first(choice("portable", "portable"), long_job)  # asked for
+    assert not native_first(choice("portable", "numba"), long_job)  # NUMBA_CPU_NAME
+    # the shipped kernels are the best this CPU runs: as fast as native ones
+    assert not native_first(choice("portable", "auto", "x86-64-v4"), long_job)
+    assert not native_first(choice("portable", "auto"), long_job, best="x86-64-v3")
+    assert native_first(choice("portable", "auto", "x86-64"), long_job, best="x86-64-v3")
