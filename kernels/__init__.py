@@ -499,6 +499,26 @@ if KERNELS.cache_dir is not None:
     _install_locator()
 
 
+def cache_is_complete() -> bool:
+    """Whether every kernel the package calls from Python (the list in the shipped
+    ``index.json``) has a cache index in this process's cache folder with an entry for
+    the CPU numba compiles for: then no call compiles (unless with argument types the
+    cache lacks). False when the shipped index does not fit these kernel sources."""
+    index = read_index()
+    folder = os.environ.get("NUMBA_CACHE_DIR") or CACHE_DIR
+    if index_problems(index) or not index["targets"] or not folder:
+        return False
+    names = set().union(*(entry["kernels"] for entry in index["targets"].values()))
+    files: dict[str, list[Path]] = {}
+    try:
+        for path in Path(folder).rglob("*.nbi"):  # <module>.<kernel>-<line>.<python>.nbi
+            files.setdefault(path.name.rsplit("-", 1)[0], []).append(path)
+    except OSError:
+        return False
+    cpu = _current_cpu()
+    return all(any(_index_has(p, *cpu) for p in files.get(name, ())) for name in names)
+
+
 def cache_is_warm() -> bool:
     """Whether the kernels this process uses are probably on disk already (the
     propagation kernel's cache index in our cache folder, or in ``$NUMBA_CACHE_DIR``,

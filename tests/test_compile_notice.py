@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from plurel_fast import compile_notice
 from plurel_fast.kernels import cache_is_warm
 
@@ -48,6 +50,34 @@ def test_cache_is_warm_follows_the_cache_folder(tmp_path, monkeypatch):
     index.write_bytes(pickle.dumps("0.68.1") + pickle.dumps(
         ("stamp", {(("sig",), ("triple", cpu_name, features), ("h", "")): "x.1.nbc"}), protocol=-1))
     assert cache_is_warm()
+
+
+def test_cache_is_complete_when_every_kernel_called_from_python_is_there(tmp_path, monkeypatch):
+    import pickle
+
+    from plurel_fast import kernels
+
+    index = kernels.read_index()
+    if kernels.index_problems(index):
+        pytest.skip("the shipped index does not fit: there is no list of kernels to check")
+    names = sorted(set().union(*(e["kernels"] for e in index["targets"].values())))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert not kernels.cache_is_complete()  # empty
+    cpu_name, features = kernels._current_cpu()
+
+    def fake(name, cpu):
+        folder = tmp_path / "kernels_abc"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}-12.py311.nbi").write_bytes(pickle.dumps("0.68.1") + pickle.dumps(
+            ("stamp", {(("sig",), ("triple", *cpu), ("h", "")): "x.1.nbc"}), protocol=-1))
+
+    fake("scm._propagate_rows", (cpu_name, features))
+    assert cache_is_warm() and not kernels.cache_is_complete()  # the rest is missing
+    for name in names:
+        fake(name, (cpu_name, features))
+    assert kernels.cache_is_complete()
+    fake(names[0], ("another-cpu", features))  # that kernel only for another CPU
+    assert not kernels.cache_is_complete()
 
 
 def test_a_kernel_compiled_unexpectedly_is_announced():

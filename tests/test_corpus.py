@@ -358,6 +358,20 @@ def test_ray_backend_makes_the_bytes_of_a_local_run(clean, tmp_path, config_file
     assert all(r["status"] == "ok" and ":" in r["worker"] for r in records)
 
 
+def test_the_parent_warms_the_kernel_cache_only_when_a_kernel_is_missing(monkeypatch):
+    from plurel_fast import corpus, kernels
+
+    warmed = []
+    monkeypatch.setattr(corpus, "_warm_kernel_cache", lambda config: warmed.append(config))
+    monkeypatch.setattr(corpus, "compile_native_first", lambda *a: False)
+    monkeypatch.setattr(kernels, "cache_is_complete", lambda: True)
+    corpus._prepare_kernels(Config(), 5, progress=False)
+    assert warmed == []  # every worker loads every kernel itself
+    monkeypatch.setattr(kernels, "cache_is_complete", lambda: False)
+    corpus._prepare_kernels(Config(), 5, progress=False)
+    assert warmed == [Config()]
+
+
 def test_long_jobs_compile_native_kernels_when_only_the_shipped_ones_are_at_hand():
     from plurel_fast.corpus import NATIVE_MIN_DATABASES, compile_native_first
     from plurel_fast.kernels import KernelChoice
