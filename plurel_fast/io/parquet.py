@@ -572,10 +572,30 @@ def _is_plain_name(name: str) -> bool:
     return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
 
 
+# libyaml's C emitter, when PyYAML was built with it: ~4x faster than PyYAML's own, which
+# took ~0.17 ms per task manifest, a few dozen of them per database.
+_C_DUMPER = getattr(yaml, "CSafeDumper", None)
+
+
 def _yaml_text(data: dict) -> str:
-    return yaml.safe_dump(
-        data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
+    """The YAML text of a manifest, the same bytes with or without libyaml."""
+    dumper = _C_DUMPER if _C_DUMPER is not None and _emits_alike(data) else yaml.SafeDumper
+    return yaml.dump(
+        data, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+        width=4096,
     )
+
+
+def _emits_alike(data) -> bool:
+    """Whether both emitters write `data` alike: mappings of ints, None and non-empty
+    printable ASCII strings. The C emitter escapes characters beyond the BMP and quotes
+    some control characters and empty keys differently, so such text (a folder named by
+    hand, say) goes through PyYAML's emitter."""
+    if isinstance(data, dict):
+        return all(_emits_alike(k) and _emits_alike(v) for k, v in data.items())
+    if isinstance(data, str):
+        return data.isascii() and data.isprintable() and data != ""
+    return data is None or type(data) is int
 
 
 def _write_text(path: Path, text: str) -> None:
