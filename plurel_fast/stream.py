@@ -272,7 +272,6 @@ def _stream_database(plan: DatabasePlan, root: Path, name: str, chunk_rows: int,
             tokens += table_tokens
             if pretraining:
                 scores[tname] = _file_scores(file, shell, table, sources)
-        _pq._fsync_file(file)
         lengths[tname] = table.num_rows
         for parent in table.parents:
             readers_left[parent] -= 1
@@ -291,7 +290,6 @@ def _stream_database(plan: DatabasePlan, root: Path, name: str, chunk_rows: int,
         if on_table is not None:
             on_table(progress_plan(table, shell.columns), len(shells), len(schema.order))
     shutil.rmtree(work)
-    _pq._fsync_dir(db_dir)
 
     db = database_of(plan, {t.name: shells[t.name] for t in schema.tables}, source_columns,
                      seconds)
