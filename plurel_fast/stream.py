@@ -87,7 +87,7 @@ from plurel_fast.plan.limits import (
     estimate_peak_bytes,
 )
 from plurel_fast.plan.schema import TablePlan
-from plurel_fast.pretraining import table_scores
+from plurel_fast.pretraining import distinct_count, table_scores
 
 __all__ = ["SavedDatabase", "generate_to", "stream_peak_bytes"]
 
@@ -272,7 +272,6 @@ def _stream_database(plan: DatabasePlan, root: Path, name: str, chunk_rows: int,
             tokens += table_tokens
             if pretraining:
                 scores[tname] = _file_scores(file, shell, table, sources)
-        _pq._fsync_file(file)
         lengths[tname] = table.num_rows
         for parent in table.parents:
             readers_left[parent] -= 1
@@ -291,7 +290,6 @@ def _stream_database(plan: DatabasePlan, root: Path, name: str, chunk_rows: int,
         if on_table is not None:
             on_table(progress_plan(table, shell.columns), len(shells), len(schema.order))
     shutil.rmtree(work)
-    _pq._fsync_dir(db_dir)
 
     db = database_of(plan, {t.name: shells[t.name] for t in schema.tables}, source_columns,
                      seconds)
@@ -658,11 +656,11 @@ def _file_scores(file: Path, shell: pl.DataFrame, table: TablePlan, sources) -> 
             values = _non_null(pf, col, dtype)
             if dtype.is_numeric():
                 std = _std(values)  # before sorting
-                record["n_unique"] = _distinct(values)
+                record["n_unique"] = distinct_count(values)
                 record["n_classes"], record["majority_frac"] = None, None
                 record["std"] = std
             else:
-                record["n_unique"] = _distinct(values)
+                record["n_unique"] = distinct_count(values)
                 record["n_classes"], record["majority_frac"], record["std"] = None, None, None
         # the key order of `pretraining.column_scores`, so scores.json has its bytes
         out[col] = {k: record[k] for k in _SCORE_KEYS}
@@ -695,13 +693,6 @@ def _non_null(pf, col: str, dtype) -> np.ndarray:
         out[filled:filled + len(part)] = part
         filled += len(part)
     return out[:filled] if out is not None else np.empty(0)
-
-
-def _distinct(values: np.ndarray) -> int:
-    if not len(values):
-        return 0
-    values.sort()
-    return int(1 + np.count_nonzero(values[1:] != values[:-1]))
 
 
 def _std(values: np.ndarray) -> float:

@@ -232,6 +232,44 @@ def test_manifest_matches_relbench_schema(tmp_path):
     assert pd.Timestamp(manifest.val_timestamp) == pd.Timestamp(db.val_timestamp)
 
 
+@pytest.mark.skipif(getattr(yaml, "CSafeDumper", None) is None, reason="PyYAML without libyaml")
+def test_manifest_text_is_the_same_with_and_without_libyaml(monkeypatch):
+    from plurel_fast.io import parquet as io_parquet
+    from plurel_fast.pretraining import pretraining_targets, task_manifest
+
+    def pure(data):  # PyYAML's own emitter, all a manifest was ever written with
+        return yaml.dump(data, Dumper=yaml.SafeDumper, sort_keys=False,
+                         default_flow_style=False, allow_unicode=True, width=4096)
+
+    def with_names(text):
+        return {"name": text, "manifest_version": 1, "val_timestamp": "2020-01-01",
+                "tables": {text: {"pkey": text, "time_col": None, "fkeys": {text: text}}}}
+
+    db = make_db()
+    generated = [io_parquet.manifest_dict(db, "plurel-7")]
+    generated += [task_manifest(t, "date") for t in pretraining_targets(db)]
+    # ASCII names YAML must quote or may not fold (SQL schemas name tables and columns)
+    quoted = ["null", "Yes", "off", "~", "1", "1.5", "0x1f", "1e3", ".inf", "2020-01-01", "12:30",
+              "-", "- a", "a: b", "a:b", "#x", "a #b", "x#", " lead", "trail ", "'q'", '"d"',
+              "@a", "`b", "%p", "!t", "&a", "*a", "|", ">", "? a", "[", "{", "a,b", "...",
+              "---", "<<", "a\\b", "table_0", "foreign_row_1", "x " * 3000]
+    fast = generated + [with_names(t) for t in quoted]
+    for data in fast:
+        assert io_parquet._emits_alike(data)
+        assert yaml.dump(data, Dumper=yaml.CSafeDumper, sort_keys=False, default_flow_style=False,
+                         allow_unicode=True, width=4096) == pure(data)
+    # the rest goes through PyYAML's emitter (the C one escapes emoji and writes some
+    # control characters and empty keys otherwise)
+    other = [with_names(t) for t in ("données", "emoji😀", "cr\rx", "\x85", "tab\tx", "")]
+    for data in other:
+        assert not io_parquet._emits_alike(data)
+    for data in fast + other:
+        assert io_parquet._yaml_text(data) == pure(data)
+        monkeypatch.setattr(io_parquet, "_C_DUMPER", None)  # PyYAML built without libyaml
+        assert io_parquet._yaml_text(data) == pure(data)
+        monkeypatch.undo()
+
+
 def test_relbench_load_dataset_reads_it(tmp_path):
     import relbench
 

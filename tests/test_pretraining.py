@@ -137,6 +137,26 @@ def test_column_scores_edge_cases():
     assert np.isfinite(huge["std"])  # JSON has no inf
 
 
+def test_column_scores_of_floats_and_flags_are_those_of_polars():
+    # Float and boolean columns are scored in NumPy: the counts must be Polars' own.
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(0, 40))
+        x = rng.choice([0.0, -0.0, 1.5, -2.0, np.inf, -np.inf, np.nan], size=n)
+        nulls = np.flatnonzero(rng.random(n) < 0.2)
+        for s in (pl.Series(x), pl.Series(x, dtype=pl.Float32)):
+            s = s.scatter(nulls, None)
+            kept = s.filter(s.is_not_nan()).drop_nulls()
+            assert column_scores(s, is_source_node=False)["n_unique"] == kept.n_unique()
+        flags = pl.Series(rng.random(n) < 0.3).scatter(nulls, None)
+        record = column_scores(flags, is_source_node=False)
+        kept = flags.drop_nulls()
+        counts = kept.value_counts(sort=True)
+        assert record["n_unique"] == record["n_classes"] == kept.n_unique() == counts.height
+        if len(kept):
+            assert record["majority_frac"] == counts.get_column("count")[0] / len(kept)
+
+
 def test_cache_dir_is_the_database_folder(tmp_path, monkeypatch):
     folder = tmp_path / "out" / "plurel-2"
     config = Config(database_params=SMALL, cache_dir=str(folder))

@@ -30,6 +30,37 @@ def _hidden(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
+# ------------------------------------------------------------------ durability
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_file_and_folder_is_synced_before_the_folder_is_published(tmp_path, monkeypatch,
+                                                                        stream):
+    synced, published = set(), []
+    real_fsync, real_rename = os.fsync, io_parquet._rename_noreplace
+
+    def fsync(fd):
+        real_fsync(fd)
+        st = os.fstat(fd)
+        synced.add((st.st_dev, st.st_ino))
+
+    def rename(src, dst):
+        written = [src, *Path(src).rglob("*")]
+        assert len(written) > 10
+        for path in written:
+            st = os.stat(path)
+            assert (st.st_dev, st.st_ino) in synced, path
+        published.append(dst)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(io_parquet, "_rename_noreplace", rename)
+    if stream:  # tables in row groups (written through a spill folder, removed first)
+        monkeypatch.setitem(io_parquet.PARQUET_OPTIONS, "row_group_size", 300)
+    plurel_fast.generate_to(1, SMALL, tmp_path / "plurel-1", stream=stream)
+    assert published == [tmp_path / "plurel-1"]
+
+
 # ------------------------------------------------------------------ concurrent writers
 
 
