@@ -1,7 +1,8 @@
 """Command line: ``plurel-fast generate`` (one database), ``plurel-fast corpus`` (many,
 one worker process per core), ``plurel-fast config`` (print a config file),
-``plurel-fast inspect`` (summarise a database or corpus folder) and ``plurel-fast
-report`` (the same as one HTML page of figures)."""
+``plurel-fast inspect`` (summarise a database or corpus folder), ``plurel-fast
+report`` (the same as one HTML page of figures) and ``plurel-fast kernels`` (which
+compiled kernels are used; their cache folders)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     _config_options(cfg)
     cfg.add_argument("--format", choices=("toml", "json"), default="toml",
                      help="file format to print (default toml)")
+    ker = sub.add_parser(
+        "kernels",
+        help="say which compiled kernels this installation uses; list or prune their caches",
+        description="Print which kernels a process uses (shipped for a portable CPU target "
+        "or compiled for this CPU, and why) and the kernel cache folders with their sizes. "
+        "Folders of other numba versions or kernel sources are 'stale'.",
+    )
+    ker.add_argument("--prune", action="store_true",
+                     help="remove the stale folders (an installation of another version "
+                     "that still uses one unpacks or compiles it again)")
     return parser
 
 
@@ -338,6 +349,26 @@ def _config(args) -> int:
     return 0
 
 
+def _kernels(args) -> int:
+    from plurel_fast import cache_folders, kernels
+
+    choice = kernels.KERNELS
+    kind = f"shipped for {choice.target}" if choice.mode == "portable" else "compiled for this CPU"
+    print(f"kernels: {kind} ({choice.reason})")
+    print(f"cache: {kernels.CACHE_DIR or '(numba default)'}"
+          + (", complete" if kernels.cache_is_complete() else ", kernels compile on first use"))
+    if args.prune:
+        removed = cache_folders.prune()
+        freed = sum(f.bytes for f in removed)
+        print(f"removed {len(removed)} stale folder(s), {freed / 1e6:.1f} MB")
+    folders = cache_folders.cache_folders()
+    print(f"folders under {kernels.cache_base()}:" if folders else
+          f"no kernel folders under {kernels.cache_base()}")
+    for line in cache_folders.describe(folders):
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
@@ -353,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
             return _inspect(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "kernels":
+            return _kernels(args)
+    except BrokenPipeError:  # output piped into `head`, say: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, TypeError) as err:
         # OSError covers a full disk or a folder that vanished mid-write, each as one line.
         print(f"plurel-fast: error: {err}", file=sys.stderr)
