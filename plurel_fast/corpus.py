@@ -605,9 +605,10 @@ def _run_workers(out, jobs, config, num_proc, target_tokens, pre_dir, index_file
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
+        _stop(list(procs.values()))
+        book.finish_saved(config.config_hash)
         if bar is not None:
             bar.close()
-        _stop(list(procs.values()))
         # A terminated worker removes its temporary folder as it exits; one that had to
         # be killed could not, so sweep the seeds that were in flight.
         _remove_stale_temporaries(out, [j.name for j in in_flight.values()])
@@ -635,6 +636,20 @@ class _Bookkeeper:
         job = self.pending.pop()
         self.in_flight[job.seed] = job
         return job
+
+    def finish_saved(self, config_hash: str) -> None:
+        """Record the databases in flight that were saved although their worker's record
+        never arrived (Ctrl-C, a lost worker after its save): the index then lists every
+        complete folder of the run, as the folders say."""
+        for job in list(self.in_flight.values()):
+            if not job.generate or not (job.folder / MANIFEST_FILE).is_file():
+                continue
+            try:
+                record = _record_of_folder(job.folder, job.seed)
+            except (OSError, ValueError):  # not a folder we can read: the rerun redoes it
+                continue
+            if record["config_hash"] == config_hash:
+                self.finish(record)
 
     def finish(self, record: dict) -> None:
         job = self.in_flight.pop(record["seed"])
@@ -700,6 +715,7 @@ def _run_ray(out, jobs, config, num_proc, target_tokens, pre_dir, index_file, re
         for ref in running:
             ray.cancel(ref, force=True)
     finally:
+        book.finish_saved(config.config_hash)
         if bar is not None:
             bar.close()
         # Workers that were cancelled or lost could not remove their temporary folders.

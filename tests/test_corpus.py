@@ -144,6 +144,29 @@ def test_ctrl_c_stops_workers_and_leaves_only_complete_databases(tmp_path, confi
     assert sorted(r["name"] for r in read_index(out / "corpus.jsonl")) == done
 
 
+def test_databases_saved_while_interrupted_are_indexed(tmp_path):
+    """A worker that saved its database but was stopped before its record reached the
+    parent (Ctrl-C between the two): the parent indexes it from the folder."""
+    from plurel_fast import generate
+    from plurel_fast.corpus import CorpusResult, _Bookkeeper, _Job
+
+    saved, unsaved, other = (_Job(s, f"plurel-{s}", tmp_path / f"plurel-{s}", True)
+                             for s in (0, 1, 2))
+    generate(0, SMALL).save(saved.folder)
+    generate(2, Config()).save(other.folder)  # another config: not this run's
+    unsaved.folder.mkdir()  # a save that never finished has no manifest
+    result = CorpusResult()
+    with open(tmp_path / "corpus.jsonl", "a", encoding="utf-8") as index:
+        book = _Bookkeeper([saved, unsaved, other], None, index, result, {}, None, None)
+        for _ in range(3):
+            book.next_job()
+        book.finish_saved(SMALL.config_hash)
+    lines = read_index(tmp_path / "corpus.jsonl")
+    assert [(r["seed"], r["status"]) for r in lines] == [(0, "ok")]
+    assert lines[0]["tokens"] == Database.load(saved.folder).num_tokens == result.tokens
+    assert set(book.in_flight) == {1, 2}
+
+
 def test_kill_of_the_process_group_then_rerun_equals_a_clean_run(clean, tmp_path, config_file):
     out, _ = clean
     killed = tmp_path / "killed"
