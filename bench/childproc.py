@@ -176,7 +176,7 @@ def machine_info(ref_python: str, ours_python: str) -> dict:
     probe = ("import importlib.metadata as m, platform;"
              "print(platform.python_version(), *[m.version(p) for p in {pkgs}])")
     for key, exe, pkgs in (
-        ("ours_versions", ours_python, ["plurel-fast", "numba", "numpy", "polars"]),
+        ("ours_versions", ours_python, ["plurel-fast", "numba", "numpy", "polars", "pandas"]),
         ("ref_versions", ref_python, ["plurel", "torch", "numpy", "pandas", "relbench"]),
     ):
         try:
@@ -209,6 +209,19 @@ def make_scratch(work_dir: Path | None, prefix: str) -> Path:
     work_dir = work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     return work_dir
+
+
+def start_run(args, prefix: str) -> tuple[Path, dict]:
+    """A two-sided benchmark's start: its scratch folder (``args.work_dir`` or a new
+    temporary one named ``prefix``...), the machine and versions (`machine_info`),
+    and, unless ``args.prime`` is false, both packages imported once untimed."""
+    scratch = make_scratch(args.work_dir, prefix)
+    log(f"work dir {scratch}")
+    info = machine_info(args.ref_python, args.ours_python)
+    if args.prime:
+        log("priming: importing both packages once (untimed)")
+        prime_page_cache(args.ref_python, args.ours_python, scratch)
+    return scratch, info
 
 
 def log(msg: str) -> None:

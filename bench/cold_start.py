@@ -60,8 +60,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from childproc import (  # noqa: E402
-    DEFAULT_REF_PYTHON, default_ours_python, dir_summary, fresh_dir, log, machine_info,
-    make_scratch, prime_page_cache, print_header, run_child, side_env,
+    DEFAULT_REF_PYTHON, default_ours_python, dir_summary, fresh_dir, log, print_header,
+    run_child, side_env, start_run,
 )
 
 # argv: side seed threads. Prints one @@RESULT line.
@@ -186,12 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threads is 'default' or a positive integer")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
-    scratch = make_scratch(args.work_dir, "cold_start-")
-    log(f"work dir {scratch}")
-    info = machine_info(args.ref_python, args.ours_python)
-    if args.prime:
-        log("priming: importing both packages once (untimed)")
-        prime_page_cache(args.ref_python, args.ours_python, scratch)
+    scratch, info = start_run(args, "cold_start-")
 
     runs = []
     for rep in range(args.reps):

@@ -60,10 +60,8 @@ timeout in a large configuration its remaining seeds there are skipped.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -73,6 +71,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+from childproc import machine_info  # noqa: E402
 from fidelity import STATISTICS, per_database  # noqa: E402
 
 DEFAULT_REF_PYTHON = os.environ.get("PLUREL_REF_PYTHON", "/work/refvenv/bin/python")
@@ -441,45 +440,6 @@ def fidelity_report(records, name, alpha=0.01) -> dict:
     return out
 
 
-def machine_info(ref_python) -> dict:
-    info = dict(
-        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        python=platform.python_version(),
-        cpus=os.cpu_count(),
-        loadavg_start=os.getloadavg(),
-    )
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    repo = BENCH_DIR.parent
-    try:
-        info["commit"] = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-                                        capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--",
-                                "plurel_fast", "kernels", "pyproject.toml"],
-                               capture_output=True, text=True).stdout.split("\n")
-        info["dirty_files"] = [ln[3:] for ln in dirty if ln.strip()]
-    except OSError:
-        info["commit"], info["dirty_files"] = None, []
-    probe = ("import importlib.metadata as m, platform;"
-             "print(platform.python_version(), *[m.version(p) for p in {pkgs}])")
-    for key, exe, pkgs in (
-        ("ours_versions", sys.executable, ["plurel-fast", "numba", "numpy", "polars", "pandas"]),
-        ("ref_versions", ref_python, ["plurel", "torch", "numpy", "pandas", "relbench"]),
-    ):
-        try:
-            out = subprocess.run([exe, "-c", probe.format(pkgs=pkgs)], capture_output=True,
-                                 text=True, timeout=120, cwd="/tmp").stdout.split()
-            info[key] = dict(zip(["python", *pkgs], out))
-        except (OSError, subprocess.SubprocessError):
-            info[key] = None
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -516,7 +476,7 @@ def main() -> None:
         sys.exit(f"reference python {args.ref_python!r} not found; create the virtualenv as "
                  "bench/README.md says, or pass --ref-python / set PLUREL_REF_PYTHON")
 
-    info = machine_info(args.ref_python)
+    info = machine_info(args.ref_python, sys.executable)
     print(f"# plurel_fast vs plurel — {info['date']}\n")
     print(f"Machine: {info['cpus']} CPUs, {info.get('cpu', '?')}; load average at start "
           f"{info['loadavg_start'][0]:.2f}")

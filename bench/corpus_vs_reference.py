@@ -68,8 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from childproc import (  # noqa: E402
     BENCH_DIR, DEFAULT_REF_PYTHON, default_ours_python, dir_summary, fresh_dir, log,
-    machine_info, make_scratch, ours_cli, prime_page_cache, print_header, run_child,
-    side_env,
+    ours_cli, print_header, run_child, side_env, start_run,
 )
 
 PAPER_DBS = 1024
@@ -273,12 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     seeds = list(range(args.seed_offset, args.seed_offset + args.num_dbs))
 
-    scratch = make_scratch(args.work_dir, "corpus_vs_ref-")
-    log(f"work dir {scratch}")
-    info = machine_info(args.ref_python, args.ours_python)
-    if args.prime:
-        log("priming: importing both packages once (untimed)")
-        prime_page_cache(args.ref_python, args.ours_python, scratch)
+    scratch, info = start_run(args, "corpus_vs_ref-")
 
     runs = []
     for w in workers:
@@ -291,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_end"] = os.getloadavg()
 
     print_header(
-        f"Corpus throughput against the reference's corpus workload (issue #14)", info,
+        "Corpus throughput against the reference's corpus workload (issue #14)", info,
         [f"seeds {seeds[0]}..{seeds[-1]} (N = {len(seeds)}), workers {workers}; order per W: "
          "reference, ours cold" + (", ours warm" if args.warm else ""),
          "load average at end " + " / ".join(f"{x:.2f}" for x in info["loadavg_end"]),
