@@ -424,12 +424,25 @@ def _unpack_somewhere(choice: KernelChoice) -> KernelChoice:
 # ------------------------------------------------------------------------- at import
 
 
-def _decide() -> KernelChoice:
-    triple = _llvm.get_process_triple()
+def _host() -> tuple[str, dict]:
+    """This machine's LLVM triple and CPU features (``{name: bool}``; none when
+    llvmlite cannot read them)."""
     try:
         features = dict(_llvm.get_host_cpu_features())
     except RuntimeError:
         features = {}
+    return _llvm.get_process_triple(), features
+
+
+def best_target() -> str | None:
+    """The best portable target this machine runs (None off x86-64): the one whose
+    shipped kernels ``auto`` picks when no native ones are cached and its archive fits."""
+    supported = supported_targets(*_host())
+    return supported[0] if supported else None
+
+
+def _decide() -> KernelChoice:
+    triple, features = _host()
     choice = choose_kernels(
         os.environ,
         triple=triple,
@@ -499,13 +512,18 @@ if KERNELS.cache_dir is not None:
     _install_locator()
 
 
+def _cache_folder() -> str:
+    """Where this process's kernels are cached: ``$NUMBA_CACHE_DIR`` or `CACHE_DIR`."""
+    return os.environ.get("NUMBA_CACHE_DIR") or CACHE_DIR
+
+
 def cache_is_complete() -> bool:
     """Whether every kernel the package calls from Python (the list in the shipped
     ``index.json``) has a cache index in this process's cache folder with an entry for
     the CPU numba compiles for: then no call compiles (unless with argument types the
     cache lacks). False when the shipped index does not fit these kernel sources."""
     index = read_index()
-    folder = os.environ.get("NUMBA_CACHE_DIR") or CACHE_DIR
+    folder = _cache_folder()
     if index_problems(index) or not index["targets"] or not folder:
         return False
     names = set().union(*(entry["kernels"] for entry in index["targets"].values()))
@@ -524,5 +542,5 @@ def cache_is_warm() -> bool:
     propagation kernel's cache index in our cache folder, or in ``$NUMBA_CACHE_DIR``,
     has an entry for the CPU numba compiles for): then the first call loads them in
     about a second instead of compiling for a minute or more."""
-    folder = os.environ.get("NUMBA_CACHE_DIR") or CACHE_DIR
+    folder = _cache_folder()
     return bool(folder) and folder_is_warm(folder, *_current_cpu())

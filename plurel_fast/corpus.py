@@ -18,9 +18,9 @@ Why it is laid out this way:
   this CPU already (`kernels.cache_is_complete`: always so with the shipped kernels),
   which saves the ~2 s of loading the kernels in a process that makes no database.
 - Native kernels for long jobs, when the shipped ones are not the CPU's best. Kernels
-  shipped for the best portable target a CPU runs (``x86-64-v4`` on an AVX-512 CPU) run
-  as fast as kernels compiled for it, but on an AVX-512 CPU the ``x86-64-v3`` ones make
-  0.57x their cells/s (``bench/kernel_targets.py``), which a single database does not
+  shipped for the best portable target a CPU runs (``x86-64-v4`` on an AVX-512 CPU) made
+  1.03x the speed of kernels compiled for it, but on that CPU the ``x86-64-v3`` ones make
+  0.57-0.61x their cells/s (``bench/kernel_targets.py``), which a single database does not
   notice but a corpus does. So when this process runs shipped kernels for a lesser target
   (the archive of the best one does not fit this installation) only because none were
   compiled for this CPU yet (``PLUREL_FAST_KERNELS`` unset), and the job has at least
@@ -426,24 +426,10 @@ def compile_native_first(choice, num_databases: int, best_target: str | None) ->
     """Whether a job making ``num_databases`` databases compiles native kernels before its
     workers start: this process runs shipped portable kernels because ``auto`` found none
     compiled for this CPU, they are not for ``best_target`` (the best portable target
-    this CPU runs, `host_best_target`: those run as fast as native ones), and the job is
-    long enough to repay the compilation."""
+    this CPU runs, `kernels.best_target`: on an AVX-512 CPU those made 1.03x the speed of
+    native ones, bench/RESULTS.md), and the job is long enough to repay the compilation."""
     return (choice.requested == "auto" and choice.mode == "portable"
             and choice.target != best_target and num_databases >= NATIVE_MIN_DATABASES)
-
-
-def host_best_target() -> str | None:
-    """The best portable kernel target this CPU runs (``kernels.supported_targets``)."""
-    from llvmlite import binding as llvm
-
-    from plurel_fast import kernels
-
-    try:
-        features = dict(llvm.get_host_cpu_features())
-    except RuntimeError:
-        features = {}
-    supported = kernels.supported_targets(llvm.get_process_triple(), features)
-    return supported[0] if supported else None
 
 
 _NATIVE_SCRIPT = """
@@ -461,7 +447,7 @@ def _prepare_kernels(config: Config, num_databases: int, progress: bool) -> None
     from plurel_fast import kernels
     from plurel_fast.compile_notice import compiling_notice
 
-    if compile_native_first(kernels.KERNELS, num_databases, host_best_target()):
+    if compile_native_first(kernels.KERNELS, num_databases, kernels.best_target()):
         message = (
             "compiling the kernels for this CPU before the workers start, once per machine "
             "and version (about 1-2 minutes on 2 cores): they make up to ~1.8x the databases "

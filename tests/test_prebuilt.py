@@ -145,6 +145,7 @@ def test_auto_uses_native_kernels_once_they_are_cached():
 
 
 def test_the_best_target_the_host_runs():
+    assert kernels.best_target() == (SUPPORTED[0] if SUPPORTED else None)  # this machine
     avx512 = choose(host={f: True for f in TARGETS["x86-64-v4"]})
     assert (avx512.target, avx512.cpu_name, avx512.cpu_features) == (
         "x86-64-v4", "x86-64-v4", "-prefer-256-bit")  # 512-bit vectors, as native kernels
